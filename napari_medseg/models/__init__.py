@@ -1,0 +1,23 @@
+"""Segmentation architectures, one file each, created by name."""
+
+from .registry import (
+    PRESETS,
+    ModelInfo,
+    PadToMultiple,
+    count_parameters,
+    create_model,
+    list_models,
+    model_info,
+    register_model,
+)
+
+__all__ = [
+    "PRESETS",
+    "ModelInfo",
+    "PadToMultiple",
+    "count_parameters",
+    "create_model",
+    "list_models",
+    "model_info",
+    "register_model",
+]

@@ -1,0 +1,6 @@
+"""Imports every architecture module so that each registers itself."""
+
+# ruff: noqa: F401
+from . import unet  # isort: skip
+from . import swin_unet  # isort: skip
+from . import mamba_unet  # isort: skip

@@ -1,0 +1,6 @@
+"""The selective scan (S6) used by the Mamba blocks, with interchangeable backends."""
+
+from .scan_reference import selective_scan_ref
+from .selective_scan import available_backends, selective_scan
+
+__all__ = ["available_backends", "selective_scan", "selective_scan_ref"]
