@@ -1,0 +1,148 @@
+"""``napari-medseg`` command line: the same engine as the widget, for whole datasets and scripts.
+
+This interface is a public contract: options keep their names and meaning across releases.
+Every error ends the program with exit code 2 and one line saying what went wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """An error whose message is shown to the user as is."""
+
+
+def _models_arg(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one model name, e.g. unet,swin_unet")
+    return names
+
+
+def _spacing_arg(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"spacing {text!r} is not a list of numbers, e.g. 10,1.5,1.5 (z,y,x in mm)"
+        ) from None
+    if any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError("spacing values must be positive")
+    return vals
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="napari-medseg",
+        description="Scribble-supervised segmentation: UNet, SwinUNet and MambaUNet teach each "
+        "other from a few strokes per structure (Weak-Mamba-UNet).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train the trio on scribbles (one image, or a dataset)")
+    t.add_argument("--image", help="image: .tif/.tiff/.png/.jpg/.nii(.gz)/.h5 (2-D, RGB or Z,H,W)")
+    t.add_argument("--scribbles", help="scribble map with the image's spatial shape")
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--unlabelled", type=int, default=None,
+                   help="scribble value meaning 'not scribbled' (default 0; ACDC uses 4)")
+    t.add_argument("--preset", choices=["lite", "paper"], default=None,
+                   help="network sizes (default: paper on CUDA, lite otherwise)")
+    t.add_argument("--models", type=_models_arg, default=None,
+                   help="comma-separated slots (default unet,swin_unet,mamba_unet)")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--seconds", type=float, help="training time budget")
+    budget.add_argument("--iterations", type=int, help="training iteration budget")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    t.add_argument("--checkpoint", help="start from a saved trio (fine-tuning)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--patch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--rw-weight", type=float, default=None,
+                   help="weight of the random-walker pseudo-label loss (0 disables)")
+    t.add_argument("--dataset", choices=["acdc"], help="dataset protocol instead of one image")
+    t.add_argument("--data", help="dataset folder (with --dataset)")
+    t.add_argument("--fold", default="fold1", help="ACDC fold: fold1..fold5 (with --dataset)")
+    t.add_argument("--spacing", type=_spacing_arg, default=None,
+                   help="voxel spacing z,y,x for distance metrics (dataset protocol)")
+
+    pr = sub.add_parser("predict", help="segment an image with a saved trio")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--image", required=True)
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+
+    ev = sub.add_parser("eval", help="score predictions against dense labels (CSV + summary)")
+    ev.add_argument("--pred", required=True, nargs="+", help="prediction label file(s)")
+    ev.add_argument("--truth", required=True, nargs="+", help="ground-truth label file(s)")
+    ev.add_argument("--spacing", type=_spacing_arg, default=None,
+                    help="voxel/pixel spacing, e.g. 10,1.5,1.5 (default: from the files, else 1)")
+    ev.add_argument("--classes", default=None,
+                    help="comma-separated class values to score (default: all non-zero values)")
+    ev.add_argument("--out", default=None, help="CSV file (default: print only)")
+
+    bm = sub.add_parser("bench-models", help="parameters, FLOPs, latency and memory per model")
+    bm.add_argument("--models", type=_models_arg, default=None)
+    bm.add_argument("--presets", default="lite,paper")
+    bm.add_argument("--size", type=int, default=512)
+    bm.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    bm.add_argument("--runs", type=int, default=None)
+    bm.add_argument("--warmup", type=int, default=None)
+    bm.add_argument("--out", default=None, help="write the markdown table here")
+
+    d = sub.add_parser("demo", help="short headless training on the bundled sample")
+    d.add_argument("--out", default="demo_output")
+    d.add_argument("--seconds", type=float, default=45.0)
+    d.add_argument("--sample", choices=["mri", "rgb"], default="mri")
+
+    g = sub.add_parser("gui", help="open napari with a sample and the widget docked")
+    g.add_argument("--sample", choices=["mri", "rgb", "none"], default="mri")
+
+    sub.add_parser("list-models", help="registered architectures")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .commands import run_command
+
+    try:
+        return run_command(args)
+    except KeyboardInterrupt:
+        print("napari-medseg: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line, no traceback: the message says what to do
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        known = _is_user_error(e)
+        print(f"napari-medseg: error: {msg}", file=sys.stderr)
+        if not known:
+            print("  (unexpected; rerun with MEDSEG_DEBUG=1 for a traceback)", file=sys.stderr)
+            import os
+
+            if os.environ.get("MEDSEG_DEBUG"):
+                raise
+        return EXIT_USAGE
+
+
+def _is_user_error(e: Exception) -> bool:
+    return isinstance(e, CliError | ValueError | FileNotFoundError | OSError | KeyError)
+
+
+def path_or_error(text: str | None, what: str) -> Path:
+    if not text:
+        raise CliError(f"{what} is required")
+    p = Path(text)
+    if not p.exists():
+        raise CliError(f"{what} {p} does not exist — check the path")
+    return p
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

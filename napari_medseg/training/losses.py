@@ -1,0 +1,39 @@
+"""Losses of scribble supervision: partial cross-entropy and Dice against pseudo labels."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceLoss
+
+IGNORE_INDEX = -1
+
+
+def partial_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over scribbled pixels only (``target == IGNORE_INDEX`` elsewhere).
+
+    Returns 0 (with a graph) when a batch happens to contain no scribbled pixel, so that a
+    random crop that misses every stroke cannot produce NaN.
+    """
+    valid = target != IGNORE_INDEX
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, target.long(), ignore_index=IGNORE_INDEX)
+
+
+class PseudoLabelDice:
+    """Soft Dice of a network's softmax against a hard pseudo label (MONAI's DiceLoss).
+
+    Pixels marked ``IGNORE_INDEX`` (padding from rotations) are removed from both sides.
+    """
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self._dice = DiceLoss(softmax=False, to_onehot_y=False, include_background=True,
+                              smooth_nr=1e-5, smooth_dr=1e-5)
+
+    def __call__(self, logits: torch.Tensor, pseudo: torch.Tensor) -> torch.Tensor:
+        prob = torch.softmax(logits, dim=1)
+        valid = (pseudo != IGNORE_INDEX).unsqueeze(1).to(prob.dtype)
+        onehot = F.one_hot(pseudo.clamp_min(0).long(), self.num_classes).permute(0, 3, 1, 2)
+        return self._dice(prob * valid, onehot.to(prob.dtype) * valid)

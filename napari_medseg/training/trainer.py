@@ -1,0 +1,419 @@
+"""The tri-network trainer: one iterator that the napari widget and the CLI both drive.
+
+Each step trains every network on a batch of scribbled crops with
+
+    loss_i = pCE(scribbles) + w_rw · CE(random-walker labels) + w_ps · Dice(p_i, ensemble pseudo label)
+
+where the ensemble pseudo label is argmax(α·pA + β·pB + γ·pC) with (α, β, γ) drawn uniformly on
+the simplex every step (Weak-Mamba-UNet). The iterator yields a :class:`TrainerUpdate` after every
+step; every ``preview_every_seconds`` (and at the end) the update carries fresh predictions of the
+image being annotated, so a GUI can refresh its layers without ever touching tensors itself.
+
+The trainer owns no thread: ``request_stop`` may be called from any thread and the loop stops
+before its next step; ``update_scribbles`` swaps the scribbles used by the following steps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..device import default_preset, resolve_device
+from ..inference import predict_probabilities
+from ..models import create_model
+from .augmentation import augment_batch
+from .losses import IGNORE_INDEX, PseudoLabelDice, partial_cross_entropy
+from .pseudo_labels import ensemble_pseudo_label, random_simplex_weights, random_walker_labels
+from .schedule import poly_lr
+
+DEFAULT_TRIO = ("unet", "swin_unet", "mamba_unet")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; plain types only so checkpoints stay safe."""
+
+    models: tuple[str, ...] = DEFAULT_TRIO
+    preset: str | None = None  # None: "paper" on CUDA, "lite" elsewhere
+    iterations: int | None = None
+    seconds: float | None = None
+    batch_size: int = 8
+    patch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    pseudo_weight: float = 1.0
+    pseudo_rampup: float = 0.1  # fraction of the budget over which the ensemble loss ramps up
+    rw_weight: float = 0.5  # 0 disables the random-walker target
+    rw_beta: float = 130.0
+    augment: bool = True
+    device: str = "auto"
+    seed: int = 0
+    preview_every_seconds: float | None = 5.0
+    preview_first_after_steps: int = 1
+    predict_batch_size: int = 4
+
+    def budget_progress(self, iteration: int, elapsed: float) -> float | None:
+        parts = []
+        if self.iterations:
+            parts.append(iteration / self.iterations)
+        if self.seconds:
+            parts.append(elapsed / self.seconds)
+        return max(parts) if parts else None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["models"] = list(self.models)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "models" in known:
+            known["models"] = tuple(known["models"])
+        return cls(**known)
+
+
+@dataclass
+class Prediction:
+    """Class indices (not user label values) per network and for the ensemble."""
+
+    per_model: dict[str, np.ndarray]  # key -> (Z, H, W) uint8
+    ensemble: np.ndarray  # (Z, H, W) uint8
+    disagreement: np.ndarray  # (Z, H, W) float32 in [0, 1]
+    ensemble_probabilities: np.ndarray | None = None  # (Z, K, H, W) float32
+
+
+@dataclass
+class TrainerUpdate:
+    iteration: int
+    total_iterations: int | None
+    elapsed: float
+    lr: float
+    losses: dict[str, float]
+    iterations_per_second: float
+    prediction: Prediction | None = None
+    done: bool = False
+    stopped: bool = False
+    message: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def slot_keys(names: Sequence[str]) -> list[str]:
+    """Unique keys for the slots, so the same architecture may fill two slots."""
+    keys, seen = [], {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        keys.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
+    return keys
+
+
+class TriNetTrainer:
+    """Trains networks that supervise each other from scribbles.
+
+    images: list of (Z, C, H, W) float32 arrays (already normalised; one entry for the
+    interactive protocol, many for the dataset protocol). seeds: matching (Z, H, W) int arrays
+    of class indices with ``-1`` where nothing is scribbled. ``preview`` selects which entry the
+    live predictions show.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        seeds: Sequence[np.ndarray],
+        num_classes: int,
+        config: TrainConfig | None = None,
+        *,
+        preview: int | None = 0,
+        checkpoint: dict | None = None,
+        metadata: dict | None = None,
+    ):
+        self.config = config or TrainConfig()
+        cfg = self.config
+        if len(images) != len(seeds) or not images:
+            raise ValueError("give one seed array per image (and at least one image)")
+        self.device = resolve_device(cfg.device)
+        if cfg.preset is None:
+            cfg.preset = default_preset(self.device)
+        self.num_classes = int(num_classes)
+        self.in_channels = int(images[0].shape[1])
+        for im, sd in zip(images, seeds):
+            if im.ndim != 4 or sd.ndim != 3 or im.shape[0] != sd.shape[0] or im.shape[2:] != sd.shape[1:]:
+                raise ValueError(
+                    f"image {im.shape} and scribbles {sd.shape} do not match: expected "
+                    "(Z, C, H, W) and (Z, H, W)"
+                )
+            if im.shape[1] != self.in_channels:
+                raise ValueError("all images must have the same number of channels")
+        self.metadata = dict(metadata or {})
+        self.preview = preview
+        self._images = [np.ascontiguousarray(im, dtype=np.float32) for im in images]
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pending_seeds: list[np.ndarray] | None = None
+        self._set_seeds([np.asarray(s) for s in seeds])
+
+        torch.manual_seed(cfg.seed)
+        self._rng = np.random.default_rng(cfg.seed)
+        self._gen = torch.Generator().manual_seed(cfg.seed)
+        self.keys = slot_keys(cfg.models)
+        self.models: dict[str, nn.Module] = {}
+        for key, name in zip(self.keys, cfg.models):
+            self.models[key] = create_model(name, self.in_channels, self.num_classes, cfg.preset).to(
+                self.device
+            )
+        self.optimizers = {
+            k: torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+            for k, m in self.models.items()
+        }
+        self.iteration = 0
+        self._dice = PseudoLabelDice(self.num_classes)
+        if checkpoint is not None:
+            self.load_state(checkpoint)
+
+    # ------------------------------------------------------------------ scribbles
+    def _set_seeds(self, seeds: list[np.ndarray]) -> None:
+        for s in seeds:
+            if s.size and (s.max() >= self.num_classes or s.min() < IGNORE_INDEX):
+                raise ValueError(
+                    f"scribble class indices must lie in -1..{self.num_classes - 1}; got "
+                    f"{int(s.min())}..{int(s.max())}"
+                )
+        self._seeds = [np.ascontiguousarray(s, dtype=np.int64) for s in seeds]
+        # slices that hold at least one stroke are the only ones worth sampling
+        self._slices = [
+            (i, z) for i, s in enumerate(self._seeds) for z in range(s.shape[0]) if (s[z] >= 0).any()
+        ]
+        if not self._slices:
+            raise ValueError("the scribbles have no labelled pixels — draw at least one stroke")
+        self._rw: list[np.ndarray] | None = None
+
+    def update_scribbles(self, seeds: Sequence[np.ndarray]) -> None:
+        """Replaces the scribbles; taken up before the next step (safe from any thread)."""
+        with self._lock:
+            self._pending_seeds = [np.array(s, dtype=np.int64, copy=True) for s in seeds]
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def _random_walker(self) -> list[np.ndarray]:
+        if self._rw is None:
+            self._rw = [
+                random_walker_labels(im, sd, self.num_classes, beta=self.config.rw_beta)
+                for im, sd in zip(self._images, self._seeds)
+            ]
+        return self._rw
+
+    # ------------------------------------------------------------------ batches
+    def _crop(self, arr: np.ndarray, y0: int, x0: int, p: int, fill) -> np.ndarray:
+        h, w = arr.shape[-2:]
+        out = np.full(arr.shape[:-2] + (p, p), fill, dtype=arr.dtype)
+        ys, xs = max(y0, 0), max(x0, 0)
+        ye, xe = min(y0 + p, h), min(x0 + p, w)
+        out[..., ys - y0 : ye - y0, xs - x0 : xe - x0] = arr[..., ys:ye, xs:xe]
+        return out
+
+    def _sample_batch(self, use_rw: bool):
+        cfg = self.config
+        p = cfg.patch_size
+        imgs, segs, rws = [], [], []
+        rw = self._random_walker() if use_rw else None
+        for _ in range(cfg.batch_size):
+            i, z = self._slices[int(self._rng.integers(len(self._slices)))]
+            img, sd = self._images[i][z], self._seeds[i][z]
+            h, w = sd.shape
+            # centre the crop on a random stroke pixel (jittered) so every crop teaches something
+            ys, xs = np.nonzero(sd >= 0)
+            k = int(self._rng.integers(len(ys)))
+            cy = ys[k] + int(self._rng.integers(-p // 3, p // 3 + 1))
+            cx = xs[k] + int(self._rng.integers(-p // 3, p // 3 + 1))
+            y0 = int(np.clip(cy - p // 2, min(0, h - p), max(0, h - p)))
+            x0 = int(np.clip(cx - p // 2, min(0, w - p), max(0, w - p)))
+            if h < p:
+                y0 = -((p - h) // 2)
+            if w < p:
+                x0 = -((p - w) // 2)
+            imgs.append(self._crop(img, y0, x0, p, 0.0))
+            segs.append(self._crop(sd, y0, x0, p, IGNORE_INDEX))
+            if rw is not None:
+                rws.append(self._crop(rw[i][z], y0, x0, p, IGNORE_INDEX))
+        x = torch.from_numpy(np.stack(imgs))
+        labels = [torch.from_numpy(np.stack(segs))]
+        if rw is not None:
+            labels.append(torch.from_numpy(np.stack(rws)))
+        if cfg.augment:
+            x, labels = augment_batch(x, labels, self._gen)
+        return x.to(self.device), [lab.to(self.device) for lab in labels]
+
+    # ------------------------------------------------------------------ training
+    def _step(self, progress: float | None) -> tuple[dict[str, float], float]:
+        cfg = self.config
+        lr = poly_lr(cfg.lr, progress or 0.0, cfg.poly_power)
+        use_rw = cfg.rw_weight > 0
+        x, labels = self._sample_batch(use_rw)
+        scribble = labels[0]
+        rw = labels[1] if use_rw else None
+        ramp = 1.0
+        if cfg.pseudo_rampup > 0 and progress is not None:
+            ramp = float(np.exp(-5.0 * (1.0 - min(progress / cfg.pseudo_rampup, 1.0)) ** 2))
+        for m in self.models.values():
+            m.train()
+        logits = {k: m(x) for k, m in self.models.items()}
+        probs = [torch.softmax(lg, dim=1) for lg in logits.values()]
+        weights = random_simplex_weights(len(probs), self._gen)
+        pseudo = ensemble_pseudo_label(probs, weights)
+        # rotations leave borders without image content: keep them out of the pseudo loss too
+        pseudo = torch.where(scribble == IGNORE_INDEX, pseudo, scribble)
+        losses = {}
+        total = 0.0
+        for k, lg in logits.items():
+            loss_ce = partial_cross_entropy(lg, scribble)
+            loss = loss_ce
+            if rw is not None:
+                loss = loss + cfg.rw_weight * partial_cross_entropy(lg, rw)
+            if len(self.models) > 1 and cfg.pseudo_weight > 0:
+                loss = loss + cfg.pseudo_weight * ramp * self._dice(lg, pseudo)
+            losses[k] = float(loss.detach())
+            total = total + loss
+        for opt in self.optimizers.values():
+            for g in opt.param_groups:
+                g["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+        total.backward()
+        for opt in self.optimizers.values():
+            opt.step()
+        losses["total"] = float(total.detach())
+        return losses, lr
+
+    def steps(self) -> Iterator[TrainerUpdate]:
+        """Trains until the budget is spent or a stop is requested, yielding after each step."""
+        cfg = self.config
+        self._stop.clear()
+        start = time.perf_counter()
+        last_preview = None
+        done_here = 0
+        lr = cfg.lr
+        losses: dict[str, float] = {}
+        while True:
+            with self._lock:
+                if self._pending_seeds is not None:
+                    self._set_seeds(self._pending_seeds)
+                    self._pending_seeds = None
+            elapsed = time.perf_counter() - start
+            progress = cfg.budget_progress(done_here, elapsed)
+            if self._stop.is_set() or (progress is not None and progress >= 1.0):
+                break
+            losses, lr = self._step(progress)
+            self.iteration += 1
+            done_here += 1
+            elapsed = time.perf_counter() - start
+            update = TrainerUpdate(
+                iteration=self.iteration,
+                total_iterations=(self.iteration - done_here + cfg.iterations)
+                if cfg.iterations
+                else None,
+                elapsed=elapsed,
+                lr=lr,
+                losses=losses,
+                iterations_per_second=done_here / max(elapsed, 1e-9),
+            )
+            due = cfg.preview_every_seconds is not None and self.preview is not None and (
+                (last_preview is None and done_here >= cfg.preview_first_after_steps)
+                or (last_preview is not None and elapsed - last_preview >= cfg.preview_every_seconds)
+            )
+            if due:
+                update.prediction = self.predict(self._images[self.preview])
+                last_preview = time.perf_counter() - start
+            yield update
+        elapsed = time.perf_counter() - start
+        final = TrainerUpdate(
+            iteration=self.iteration,
+            total_iterations=None,
+            elapsed=elapsed,
+            lr=lr,
+            losses=losses,
+            iterations_per_second=done_here / max(elapsed, 1e-9),
+            done=True,
+            stopped=self._stop.is_set(),
+            message="stopped" if self._stop.is_set() else "finished",
+        )
+        if self.preview is not None and not self._stop.is_set():
+            final.prediction = self.predict(self._images[self.preview])
+        yield final
+
+    def run(self) -> TrainerUpdate:
+        """Runs :meth:`steps` to the end and returns the final update."""
+        last = None
+        for last in self.steps():
+            pass
+        return last
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(self, image: np.ndarray, with_probabilities: bool = False) -> Prediction:
+        """Predicts a (Z, C, H, W) image with every network; ensemble = mean probability."""
+        probs = {
+            k: predict_probabilities(m, image, self.device, self.config.predict_batch_size)
+            for k, m in self.models.items()
+        }
+        return combine_predictions(probs, with_probabilities)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "format": "napari-medseg-trio",
+            "version": 1,
+            "config": self.config.to_dict(),
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "iteration": self.iteration,
+            "slots": [
+                {"key": k, "name": n, "preset": self.config.preset,
+                 "state_dict": {p: t.detach().cpu() for p, t in self.models[k].state_dict().items()},
+                 "optimizer": self.optimizers[k].state_dict()}
+                for k, n in zip(self.keys, self.config.models)
+            ],
+            "metadata": self.metadata,
+        }
+
+    def load_state(self, state: dict) -> None:
+        """Loads a saved trio (same architectures and class count) to continue or fine-tune."""
+        from ..checkpoints import check_compatible
+
+        check_compatible(state, self.config.models, self.in_channels, self.num_classes,
+                         self.config.preset)
+        for slot, key in zip(state["slots"], self.keys):
+            self.models[key].load_state_dict(slot["state_dict"])
+            if slot.get("optimizer"):
+                try:
+                    self.optimizers[key].load_state_dict(slot["optimizer"])
+                except (ValueError, KeyError):
+                    pass  # optimiser layout changed: momentum restarts, weights are kept
+        self.iteration = int(state.get("iteration", 0))
+        for k, v in state.get("metadata", {}).items():
+            self.metadata.setdefault(k, v)
+
+
+def combine_predictions(
+    probs: dict[str, np.ndarray], with_probabilities: bool = False
+) -> Prediction:
+    """Per-model argmax, ensemble argmax of the mean, and where the models disagree."""
+    per_model = {k: p.argmax(axis=1).astype(np.uint8) for k, p in probs.items()}
+    mean = np.mean(np.stack(list(probs.values())), axis=0)
+    ensemble = mean.argmax(axis=1).astype(np.uint8)
+    stacked = np.stack(list(per_model.values()))
+    # fraction of networks whose vote differs from the ensemble: 0 = all agree
+    disagreement = (stacked != ensemble[None]).mean(axis=0).astype(np.float32)
+    return Prediction(per_model, ensemble, disagreement, mean if with_probabilities else None)

@@ -1,0 +1,235 @@
+"""Losses, pseudo labels, augmentation and the trainer iterator."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medseg.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    models_from_checkpoint,
+    save_checkpoint,
+)
+from napari_medseg.training import InputError, TrainConfig, TriNetTrainer, prepare_interactive
+from napari_medseg.training.augmentation import augment_batch
+from napari_medseg.training.losses import IGNORE_INDEX, PseudoLabelDice, partial_cross_entropy
+from napari_medseg.training.pseudo_labels import (
+    ensemble_pseudo_label,
+    random_simplex_weights,
+    random_walker_labels,
+)
+from napari_medseg.training.schedule import poly_lr
+
+TINY = dict(batch_size=2, patch_size=32, preview_every_seconds=None, predict_batch_size=2)
+
+
+def two_class_stack(z=2, h=40, w=36):
+    rng = np.random.default_rng(0)
+    img = rng.normal(0.2, 0.05, (z, h, w)).astype(np.float32)
+    img[:, 10:30, 10:26] += 0.6  # a bright square: class 2
+    scr = np.zeros((z, h, w), np.uint8)
+    scr[:, 2:4, 2:30] = 1
+    scr[:, 18:20, 14:22] = 2
+    truth = np.ones((z, h, w), np.uint8)
+    truth[:, 10:30, 10:26] = 2
+    return img, scr, truth
+
+
+def test_partial_ce_uses_scribbled_pixels_only():
+    logits = torch.zeros(1, 3, 4, 4, requires_grad=True)
+    target = torch.full((1, 4, 4), IGNORE_INDEX)
+    target[0, 0, 0] = 2
+    loss = partial_cross_entropy(logits, target)
+    assert loss.item() == pytest.approx(np.log(3), rel=1e-5)
+    loss.backward()
+    g = logits.grad[0].abs().sum(0)
+    assert g[0, 0] > 0 and float(g.sum() - g[0, 0]) == 0.0
+
+
+def test_partial_ce_without_scribbles_is_zero_not_nan():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = partial_cross_entropy(logits, torch.full((2, 4, 4), IGNORE_INDEX))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(logits.grad).all()
+
+
+def test_dice_against_pseudo_label_is_low_for_matching_prediction():
+    pseudo = torch.zeros(1, 8, 8, dtype=torch.long)
+    pseudo[0, 2:6, 2:6] = 1
+    good = torch.nn.functional.one_hot(pseudo, 2).permute(0, 3, 1, 2).float() * 20
+    bad = good.flip(1)
+    dice = PseudoLabelDice(2)
+    assert dice(good, pseudo).item() < 0.01 < 0.9 < dice(bad, pseudo).item()
+
+
+def test_simplex_weights_are_a_distribution_and_vary():
+    g = torch.Generator().manual_seed(0)
+    ws = torch.stack([random_simplex_weights(3, g) for _ in range(2000)])
+    assert torch.allclose(ws.sum(1), torch.ones(2000), atol=1e-6)
+    assert (ws >= 0).all()
+    # uniform on the simplex: each coordinate has mean 1/3 and P(w < 1/2) = 3/4
+    assert torch.allclose(ws.mean(0), torch.full((3,), 1 / 3), atol=0.03)
+    assert abs(float((ws[:, 0] < 0.5).float().mean()) - 0.75) < 0.04
+
+
+def test_ensemble_pseudo_label_follows_weights():
+    a = torch.tensor([[[[0.9]], [[0.1]]]])
+    b = torch.tensor([[[[0.2]], [[0.8]]]])
+    assert ensemble_pseudo_label([a, b], torch.tensor([0.9, 0.1])).item() == 0
+    assert ensemble_pseudo_label([a, b], torch.tensor([0.1, 0.9])).item() == 1
+
+
+def test_poly_lr():
+    assert poly_lr(0.01, 0) == 0.01
+    assert poly_lr(0.01, 1.0) == 0.0
+    assert poly_lr(0.01, 0.5) == pytest.approx(0.01 * 0.5**0.9)
+
+
+def test_augmentation_keeps_labels_valid_and_fills_border_with_ignore():
+    g = torch.Generator().manual_seed(3)
+    img = torch.rand(6, 1, 32, 32)
+    lab = torch.randint(0, 3, (6, 32, 32))
+    lab[:, :4] = IGNORE_INDEX
+    out_img, (out_lab,) = augment_batch(img, [lab], g, max_rotation_deg=30, p_rotate=1.0)
+    assert out_img.shape == img.shape and out_lab.shape == lab.shape
+    assert set(out_lab.unique().tolist()) <= {IGNORE_INDEX, 0, 1, 2}
+    # a 30-degree rotation leaves corners without source pixels: they must be ignored
+    corners = out_lab[:, [0, 0, -1, -1], [0, -1, 0, -1]]
+    assert (corners == IGNORE_INDEX).float().mean() > 0.5
+
+
+def test_random_walker_respects_seeds():
+    img, scr, truth = two_class_stack(1)
+    task = prepare_interactive(img, scr, 0)
+    rw = random_walker_labels(task.images[0], task.seeds[0], 2)
+    seeded = task.seeds[0] >= 0
+    assert (rw[seeded] == task.seeds[0][seeded]).all()
+    assert (rw == truth[None] - 1).mean() > 0.9
+
+
+def test_prepare_interactive_maps_values_and_back():
+    img, scr, _ = two_class_stack()
+    scr = scr.copy()
+    scr[scr == 2] = 7
+    task = prepare_interactive(img, scr, 0)
+    assert task.class_values == (1, 7) and task.num_classes == 2
+    assert set(np.unique(task.seeds[0])) == {-1, 0, 1}
+    back = task.to_values(np.ones((2, 40, 36), np.uint8))
+    assert back.shape == (2, 40, 36) and set(np.unique(back)) == {7}
+
+
+def test_prepare_interactive_errors_say_what_to_do():
+    img, scr, _ = two_class_stack()
+    with pytest.raises(InputError, match="one class only"):
+        prepare_interactive(img, np.where(scr == 2, 0, scr), 0)
+    with pytest.raises(InputError, match="no labelled pixels"):
+        prepare_interactive(img, np.zeros_like(scr), 0)
+    with pytest.raises(InputError, match="shape mismatch"):
+        prepare_interactive(img, scr[:, :-1], 0)
+    with pytest.raises(InputError, match="not among the classes"):
+        prepare_interactive(img, scr, 0, class_values=[1, 3])
+
+
+def _trainer(iterations=2, seed=0, models=("unet", "swin_unet", "mamba_unet"), **kw):
+    img, scr, _ = two_class_stack()
+    task = prepare_interactive(img, scr, 0)
+    cfg = TrainConfig(models=models, preset="lite", iterations=iterations, seed=seed,
+                      device="cpu", **{**TINY, **kw})
+    return TriNetTrainer(task.images, task.seeds, task.num_classes, cfg), task
+
+
+def test_trainer_yields_losses_and_final_predictions():
+    tr, task = _trainer(iterations=2, preview_every_seconds=0.0)
+    updates = list(tr.steps())
+    assert [u.iteration for u in updates] == [1, 2, 2]
+    assert updates[-1].done and not updates[-1].stopped
+    assert set(updates[0].losses) == {"unet", "swin_unet", "mamba_unet", "total"}
+    assert all(np.isfinite(v) for v in updates[0].losses.values())
+    pred = updates[-1].prediction
+    assert updates[0].prediction is not None  # first preview after the first step
+    assert pred.ensemble.shape == (2, 40, 36) and pred.ensemble.dtype == np.uint8
+    assert set(pred.per_model) == {"unet", "swin_unet", "mamba_unet"}
+    assert pred.ensemble.max() < task.num_classes
+    assert pred.disagreement.min() >= 0 and pred.disagreement.max() <= 1
+
+
+def test_trainer_is_reproducible_with_a_seed():
+    a = [u.losses["total"] for u in _trainer(3, seed=5, models=("unet", "unet"))[0].steps()]
+    b = [u.losses["total"] for u in _trainer(3, seed=5, models=("unet", "unet"))[0].steps()]
+    c = [u.losses["total"] for u in _trainer(3, seed=6, models=("unet", "unet"))[0].steps()]
+    assert a == b and a != c
+
+
+def test_trainer_stops_within_one_step_from_another_thread():
+    tr, _ = _trainer(iterations=10_000, models=("unet", "unet"))
+    seen = []
+    for u in tr.steps():
+        seen.append(u)
+        if u.iteration == 2:
+            threading.Thread(target=tr.request_stop).start()
+            threading.Event().wait(0.2)
+    assert seen[-1].done and seen[-1].stopped
+    assert seen[-1].iteration <= 3
+
+
+def test_trainer_takes_up_new_scribbles_without_touching_the_callers_array():
+    tr, task = _trainer(iterations=3, models=("unet", "unet"))
+    new = task.seeds[0].copy()
+    new[:, 30:32, 2:30] = 0
+    before = new.copy()
+    it = tr.steps()
+    next(it)
+    tr.update_scribbles([new])
+    next(it)
+    assert (tr._seeds[0] == before).all()
+    new[:] = -1  # the caller's array changing later must not reach the trainer
+    assert (tr._seeds[0] >= 0).any()
+
+
+def test_trainer_learns_a_simple_image():
+    tr, task = _trainer(iterations=40, models=("unet", "unet"), lr=0.05, rw_weight=0.0)
+    final = tr.run()
+    img, _, truth = two_class_stack()
+    acc = (task.to_values(final.prediction.ensemble) == truth).mean()
+    assert acc > 0.9
+
+
+def test_checkpoint_round_trip_and_resume(tmp_path):
+    tr, task = _trainer(iterations=2, models=("unet", "mamba_unet"))
+    tr.run()
+    path = save_checkpoint(tr.state_dict(), tmp_path / "model.pt")
+    state = load_checkpoint(path)
+    assert state["iteration"] == 2
+    models = models_from_checkpoint(state)
+    x = torch.from_numpy(task.images[0][:1])
+    for key, m in models.items():
+        tr.models[key].eval()
+        assert torch.allclose(m(x), tr.models[key](x), atol=1e-5)
+    tr2, _ = _trainer(iterations=1, models=("unet", "mamba_unet"))
+    tr2.load_state(state)
+    assert tr2.run().iteration == 3
+    with pytest.raises(CheckpointError, match="same models"):
+        _trainer(iterations=1, models=("unet", "unet"))[0].load_state(state)
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "napari-medseg-trio", "payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_is_written_atomically(tmp_path):
+    save_checkpoint({"format": "napari-medseg-trio", "x": torch.ones(2)}, tmp_path / "m.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt|could not be read"):
+        load_checkpoint(tmp_path / "bad.pt")
