@@ -1,0 +1,349 @@
+"""Read images and label maps from disk, and write label maps back safely.
+
+Every reader returns plain numpy arrays in the layout the rest of the engine expects:
+2-D images as (H, W) or (H, W, 3) for RGB, volumes as (Z, H, W). Spacing, when the file
+format records it, is returned in the same axis order as the array (``(z, y, x)`` for a
+volume, ``(y, x)`` for a 2-D image) so that metrics such as HD95 can be given in physical
+units without any axis bookkeeping by the caller.
+
+Heavy or optional format libraries (h5py, nibabel, imageio, tifffile) are imported inside
+the functions that need them, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "ACDC_CLASS_NAMES",
+    "ACDC_UNLABELLED",
+    "AcdcVolume",
+    "ImageData",
+    "load_image",
+    "read_acdc_volume",
+    "read_image",
+    "read_labels",
+    "write_labels",
+]
+
+#: Value that marks "no scribble here" in the ACDC scribble maps of WSL4MIS / Valvano et al.
+ACDC_UNLABELLED = 4
+#: Class names of the ACDC label maps, indexed by label value.
+ACDC_CLASS_NAMES = ("background", "RV", "Myo", "LV")
+
+_TIFF_SUFFIXES = (".tif", ".tiff")
+_RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_H5_SUFFIXES = (".h5", ".hdf5")
+
+
+@dataclass
+class ImageData:
+    """An array plus what we know about where it came from.
+
+    ``spacing`` is in array axis order (``(z, y, x)`` or ``(y, x)``), in the file's unit
+    (millimetres for NIfTI), or ``None`` when the format does not record it.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, ...] | None = None
+    path: Path | None = None
+
+
+@dataclass
+class AcdcVolume:
+    """One preprocessed ACDC volume (WSL4MIS layout).
+
+    ``image`` is float32 (Z, H, W) in [0, 1]; ``label`` is the dense uint8 label map
+    (0 background, 1 RV, 2 Myo, 3 LV); ``scribble`` is the uint16 expert scribble map with
+    :data:`ACDC_UNLABELLED` (4) marking unlabelled pixels. ``label``/``scribble`` are ``None``
+    when the file lacks them.
+    """
+
+    image: np.ndarray
+    label: np.ndarray | None
+    scribble: np.ndarray | None
+    path: Path
+    patient: int | None = None
+    frame: int | None = None
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return path.suffix.lower()
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist — check the path (relative paths are "
+            f"resolved from {Path.cwd()})"
+        )
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder — give the path of one image file")
+
+
+def _unsupported(path: Path) -> ValueError:
+    supported = ", ".join(_TIFF_SUFFIXES + _RASTER_SUFFIXES + _NIFTI_SUFFIXES + _H5_SUFFIXES)
+    return ValueError(
+        f"cannot read {path.name!r}: unsupported file type {_suffix(path)!r}. "
+        f"Supported: {supported}. Convert the file to TIFF or NIfTI first."
+    )
+
+
+def _tiff_spacing(tf) -> tuple[float, ...] | None:
+    """Best-effort spacing from ImageJ metadata and resolution tags; None when absent."""
+    ij = tf.imagej_metadata or {}
+    page = tf.pages[0]
+    xy = None
+    try:
+        xres = page.tags.get("XResolution")
+        yres = page.tags.get("YResolution")
+        if xres is not None and yres is not None and ij:
+            xnum, xden = xres.value
+            ynum, yden = yres.value
+            if xnum > 0 and ynum > 0:
+                xy = (yden / ynum, xden / xnum)
+    except (AttributeError, TypeError, ValueError, ZeroDivisionError):
+        xy = None
+    if xy is None:
+        return None
+    z = ij.get("spacing")
+    return (float(z), *xy) if z is not None else xy
+
+
+def _read_tiff(path: Path) -> ImageData:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        array = tf.asarray()
+        spacing = _tiff_spacing(tf)
+    if spacing is not None:
+        # Spacing is only meaningful when it matches the spatial axes we return.
+        spatial = array.ndim - (1 if array.ndim == 3 and array.shape[-1] in (3, 4) else 0)
+        if len(spacing) != spatial:
+            spacing = spacing[-spatial:] if len(spacing) > spatial else None
+    return ImageData(array, spacing, path)
+
+
+def _read_raster(path: Path) -> ImageData:
+    import imageio.v3 as iio
+
+    array = np.asarray(iio.imread(path))
+    return ImageData(array, None, path)
+
+
+def _read_nifti(path: Path) -> ImageData:
+    """NIfTI stores voxels as (i, j, k[, t]); we return (k, j, i) = (Z, Y, X) order.
+
+    No reorientation to a canonical frame is done: the voxel grid is kept as stored so
+    that labels written back line up with the original file. Extra axes (time, channels)
+    are moved to the front, e.g. a 4-D cine file becomes (T, Z, Y, X).
+    """
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    data = np.asanyarray(img.dataobj)
+    nd = data.ndim
+    spatial = min(nd, 3)
+    order = list(range(spatial, nd)) + list(range(spatial - 1, -1, -1))
+    array = np.ascontiguousarray(np.transpose(data, order))
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:spatial])
+    spacing = tuple(reversed(zooms)) if all(z > 0 for z in zooms) else None
+    return ImageData(array, spacing, path)
+
+
+def _read_h5_image(path: Path) -> ImageData:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "image" not in f:
+            raise ValueError(f"{path.name}: HDF5 file has no 'image' dataset (found {list(f)})")
+        array = f["image"][()]
+    return ImageData(np.asarray(array), None, path)
+
+
+def load_image(path: str | os.PathLike) -> ImageData:
+    """Read an image with its spacing (when known) and source path.
+
+    TIFF (tifffile; ImageJ spacing if present), PNG/JPEG/BMP (imageio), NIfTI (.nii,
+    .nii.gz; returned as (Z, Y, X) with spacing from the header) and HDF5 (dataset
+    ``image``, as in the WSL4MIS ACDC files).
+    """
+    path = Path(path)
+    _check_exists(path)
+    suffix = _suffix(path)
+    if suffix in _TIFF_SUFFIXES:
+        return _read_tiff(path)
+    if suffix in _RASTER_SUFFIXES:
+        return _read_raster(path)
+    if suffix in _NIFTI_SUFFIXES:
+        return _read_nifti(path)
+    if suffix in _H5_SUFFIXES:
+        return _read_h5_image(path)
+    raise _unsupported(path)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as a numpy array (see :func:`load_image` for formats and layout)."""
+    return load_image(path).array
+
+
+def _as_integer_labels(array: np.ndarray, source: str) -> np.ndarray:
+    """Make a label array integer-typed without silently changing any value."""
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all() or not np.array_equal(array, np.round(array)):
+            raise ValueError(
+                f"{source}: label values are not whole numbers (dtype {array.dtype}); a label "
+                "map must hold integer class values — save it as an integer image"
+            )
+        lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        if lo >= 0 and hi <= np.iinfo(np.uint16).max:
+            dtype = np.uint8 if hi <= 255 else np.uint16
+        else:
+            dtype = np.int64
+        return array.astype(dtype)
+    raise ValueError(f"{source}: unsupported label dtype {array.dtype}")
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """Read a label map (integer array, same spatial layout as :func:`read_image`).
+
+    RGB(A) label images whose colour channels are all equal (grey masks saved as RGB, as in
+    Kvasir/PH2) are reduced to one channel. Genuinely coloured label images are rejected
+    because mapping colours to class values is ambiguous. HDF5 files are read from the
+    ``label`` dataset. Values are returned unchanged (a 0/255 mask stays 0/255;
+    :mod:`napari_medseg.data.datasets` binarises dataset masks).
+    """
+    path = Path(path)
+    _check_exists(path)
+    if _suffix(path) in _H5_SUFFIXES:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            if "label" not in f:
+                raise ValueError(f"{path.name}: HDF5 file has no 'label' dataset (found {list(f)})")
+            array = np.asarray(f["label"][()])
+    else:
+        array = load_image(path).array
+    if _suffix(path) in _RASTER_SUFFIXES + _TIFF_SUFFIXES and array.ndim == 3:
+        if array.shape[-1] in (3, 4):
+            rgb = array[..., :3]
+            if not (
+                np.array_equal(rgb[..., 0], rgb[..., 1])
+                and np.array_equal(rgb[..., 0], rgb[..., 2])
+            ):
+                raise ValueError(
+                    f"{path.name}: colour label image (channels differ); save the labels as a "
+                    "single-channel integer image (one value per class)"
+                )
+            array = np.ascontiguousarray(rgb[..., 0])
+    return _as_integer_labels(array, path.name)
+
+
+_ACDC_NAME = re.compile(r"patient(\d+)_frame(\d+)", re.IGNORECASE)
+
+
+def read_acdc_volume(path: str | os.PathLike) -> AcdcVolume:
+    """Read one WSL4MIS-preprocessed ACDC volume (``patientNNN_frameMM.h5``).
+
+    Datasets: ``image`` (float32, Z, H, W), ``label`` (uint8), ``scribble`` (uint16, 4 =
+    unlabelled). Missing ``label``/``scribble`` datasets give ``None``.
+    """
+    import h5py
+
+    path = Path(path)
+    _check_exists(path)
+    with h5py.File(path, "r") as f:
+        if "image" not in f:
+            raise ValueError(
+                f"{path.name}: not an ACDC volume — no 'image' dataset (found {list(f)})"
+            )
+        image = np.asarray(f["image"][()], dtype=np.float32)
+        label = np.asarray(f["label"][()]).astype(np.uint8) if "label" in f else None
+        scribble = np.asarray(f["scribble"][()]).astype(np.uint16) if "scribble" in f else None
+    if image.ndim == 2:  # a single slice file: keep the volume contract (Z, H, W)
+        image = image[None]
+        label = None if label is None else label[None]
+        scribble = None if scribble is None else scribble[None]
+    for name, arr in (("label", label), ("scribble", scribble)):
+        if arr is not None and arr.shape != image.shape:
+            raise ValueError(
+                f"{path.name}: {name} shape {arr.shape} differs from image shape {image.shape}"
+            )
+    m = _ACDC_NAME.search(path.name)
+    patient, frame = (int(m.group(1)), int(m.group(2))) if m else (None, None)
+    return AcdcVolume(image, label, scribble, path, patient, frame)
+
+
+def _label_dtype(array: np.ndarray) -> np.dtype:
+    if array.size == 0:
+        return np.dtype(np.uint8)
+    lo, hi = array.min(), array.max()
+    if lo < 0 or hi > np.iinfo(np.uint16).max:
+        raise ValueError(
+            f"label values must be in 0..65535 to be saved as a TIFF label map "
+            f"(found {lo}..{hi}); renumber the classes"
+        )
+    return np.dtype(np.uint8 if hi <= 255 else np.uint16)
+
+
+def write_labels(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    spacing: tuple[float, ...] | None = None,
+) -> Path:
+    """Write a label map as an uint8 (max ≤ 255) or uint16 TIFF, atomically.
+
+    The data go to a temporary file in the same folder which then replaces ``path`` with
+    :func:`os.replace`, so a crash or a full disk never leaves a half-written label file
+    where a good one used to be. ``spacing`` ((y, x) or (z, y, x)) is stored as ImageJ
+    metadata and read back by :func:`load_image`.
+    """
+    import tifffile
+
+    path = Path(path)
+    if _suffix(path) not in _TIFF_SUFFIXES:
+        raise ValueError(
+            f"write_labels writes TIFF: give a path ending in .tif or .tiff (got {path.name!r})"
+        )
+    arr = _as_integer_labels(np.asarray(array), "write_labels")
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"label map must be 2-D (H, W) or 3-D (Z, H, W), got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr.astype(_label_dtype(arr), copy=False))
+    # minisblack: tifffile would otherwise store a (3, H, W) stack as planar RGB
+    kwargs: dict = {"photometric": "minisblack"}
+    if spacing is not None:
+        if len(spacing) != arr.ndim:
+            raise ValueError(
+                f"spacing {spacing} has {len(spacing)} values for a {arr.ndim}-D label map"
+            )
+        sy, sx = float(spacing[-2]), float(spacing[-1])
+        metadata: dict = {"axes": "ZYX" if arr.ndim == 3 else "YX"}
+        if arr.ndim == 3:
+            metadata["spacing"] = float(spacing[0])
+        kwargs.update(imagej=True, resolution=(1.0 / sx, 1.0 / sy), metadata=metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.tif", dir=path.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, arr, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
