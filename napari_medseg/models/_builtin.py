@@ -4,3 +4,4 @@
 from . import unet  # isort: skip
 from . import swin_unet  # isort: skip
 from . import mamba_unet  # isort: skip
+from . import msnet  # isort: skip
