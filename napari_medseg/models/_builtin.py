@@ -4,4 +4,6 @@
 from . import unet  # isort: skip
 from . import swin_unet  # isort: skip
 from . import mamba_unet  # isort: skip
+from . import wnet2d  # isort: skip
+from . import cmunext  # isort: skip
 from . import msnet  # isort: skip
