@@ -10,6 +10,7 @@ import napari_medseg.models.wnet2d as wnet2d_mod
 from napari_medseg import ops
 from napari_medseg.benchmarking import (
     PUBLISHED,
+    EfficiencyRow,
     count_flops,
     measure_model,
     run_model_efficiency,
@@ -180,6 +181,12 @@ def test_run_model_efficiency_tiny_case():
     assert "| 0.42 |" in paper_line  # the published claim sits beside our number
     assert "| 0.42 |" not in lite_line
     assert PUBLISHED["cmunext_s"].source in table
+
+
+def test_markdown_shows_trainable_params_when_some_are_frozen():
+    row = EfficiencyRow("wave_gms", "paper", params=3_000_000, trainable_params=2_600_000)
+    line = to_markdown([row]).splitlines()[2]
+    assert "3.000 (2.600 trainable) | 2.60 |" in line
 
 
 def test_measure_model_reports_errors_instead_of_raising():

@@ -430,8 +430,11 @@ def to_markdown(
             lines.append(f"| {r.model} | {r.preset} | failed: {r.error} |" + " |" * 9)
             continue
         latency = "" if r.latency_ms is None else f"{r.latency_ms:.1f} ({r.latency_stat})"
+        params = f"{r.params / 1e6:.3f}"
+        if r.trainable_params != r.params:  # e.g. a frozen autoencoder: papers quote trainable
+            params += f" ({r.trainable_params / 1e6:.3f} trainable)"
         lines.append(
-            f"| {r.model} | {r.preset} | {r.params / 1e6:.3f} | {_fmt(claim.params_m)} | "
+            f"| {r.model} | {r.preset} | {params} | {_fmt(claim.params_m)} | "
             f"{r.flops / 1e9:.2f} | {r.scan_flops / 1e9:.3f} | {_fmt(claim.gflops, 3)} | "
             f"{latency} | {_fmt(claim.latency_ms)} | {_fmt(r.peak_mem_mb, 0)} | "
             f"{_fmt(claim.peak_mem_mb, 0)} | {r.device} |"
