@@ -7,3 +7,4 @@ from . import mamba_unet  # isort: skip
 from . import wnet2d  # isort: skip
 from . import cmunext  # isort: skip
 from . import msnet  # isort: skip
+from . import wave_gms  # isort: skip
