@@ -1,0 +1,349 @@
+"""The dock widget in a real napari viewer (pytest-qt, run under Xvfb: `xvfb-run -a pytest`).
+
+Tiny on purpose: a 2×64×54 crop of the MRI sample (every third pixel), three lite UNets (the
+reference selective scan makes MambaUNet slow on a CPU), batch 2, patch 32.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+napari = pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_medseg._widget import PREDICT_TARGETS, MedSegWidget  # noqa: E402
+
+TIMEOUT_MS = 240_000  # generous: the CI machine may be shared
+
+
+@pytest.fixture
+def notes():
+    """Every napari notification shown during the test, as (severity, message)."""
+    from napari.utils.notifications import notification_manager
+
+    got: list[tuple[str, str]] = []
+
+    def record(n):
+        got.append((str(n.severity).lower(), n.message))
+
+    notification_manager.notification_ready.connect(record)
+    yield got
+    notification_manager.notification_ready.disconnect(record)
+
+
+def _messages(notes, severity="error"):
+    return [m for s, m in notes if severity in s]
+
+
+def _tiny_layers(viewer):
+    """Opens the MRI sample through the npe2 contribution and adds a tiny crop of it."""
+    viewer.open_sample("napari-medseg", "mri")
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["MRI T1", "scribbles", "ground truth"]
+    img = viewer.layers["MRI T1"].data[1:3, ::3, ::3].copy()
+    scr = viewer.layers["scribbles"].data[1:3, ::3, ::3].copy()
+    truth = viewer.layers["ground truth"].data[1:3, ::3, ::3].copy()
+    meta = dict(viewer.layers["MRI T1"].metadata)
+    viewer.add_image(img, name="tiny", metadata=meta)
+    viewer.add_labels(scr, name="tiny scribbles")
+    viewer.add_labels(truth, name="tiny truth")
+    return img, scr
+
+
+def _widget(viewer, iterations=3):
+    w = MedSegWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.image_combo.setCurrentText("tiny")
+    w.scribble_combo.setCurrentText("tiny scribbles")
+    w.set_models(["unet", "unet", "unet"])
+    w.preset_combo.setCurrentText("lite")
+    w.device_combo.setCurrentText("cpu")
+    w.iterations_spin.setValue(iterations)
+    w.batch_spin.setValue(2)
+    w.patch_spin.setValue(32)
+    return w
+
+
+def _wait_idle(qtbot, w, timeout=TIMEOUT_MS):
+    qtbot.waitUntil(lambda: not w.is_busy, timeout=timeout)
+
+
+def _medseg_labels(viewer):
+    from napari.layers import Labels
+
+    return [la for la in viewer.layers if la.name.startswith("medseg: ") and isinstance(la, Labels)]
+
+
+def test_sample_and_widget_defaults(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-medseg", "mri")
+    w = MedSegWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w.image_combo.currentText() == "MRI T1"
+    assert w.scribble_combo.currentText() == "scribbles"
+    assert [c.currentText() for c in w.slot_combos] == ["UNet", "SwinUNet", "MambaUNet"]
+    assert w.class_names() == ["background", "CSF", "grey matter", "white matter"]
+    from napari_medseg.models import list_models
+
+    assert w.slot_combos[0].count() == len(list_models())
+    assert w.preset_combo.currentText() in ("lite", "paper")
+    # a new scribble layer matches the image (spatial shape, scale) and is empty
+    layer = w.new_scribble_layer()
+    assert layer.data.shape == viewer.layers["MRI T1"].data.shape
+    assert tuple(layer.scale) == tuple(viewer.layers["MRI T1"].scale)
+    assert layer.data.max() == 0
+    # an RGB image switches the default classes
+    viewer.open_sample("napari-medseg", "rgb")
+    w.classes_edit.setText("background, RV, Myo, LV")
+    w.image_combo.setCurrentText("Dermoscopy")
+    assert w.class_names() == ["background", "lesion"]
+
+
+def test_train_live_stop_save_load_finetune(make_napari_viewer, qtbot, notes, tmp_path):
+    viewer = make_napari_viewer()
+    img, _ = _tiny_layers(viewer)
+    w = _widget(viewer, iterations=100_000)
+    w.truth_combo.setCurrentText("tiny truth")
+    scr_layer = viewer.layers["tiny scribbles"]
+    before = scr_layer.data.copy()
+
+    w.start_training()
+    assert w.is_training and not w.train_btn.isEnabled() and w.stop_btn.isEnabled()
+    qtbot.waitUntil(lambda: "medseg: ensemble" in viewer.layers, timeout=TIMEOUT_MS)
+    names = {la.name for la in _medseg_labels(viewer)}
+    assert names == {"medseg: UNet", "medseg: UNet 2", "medseg: UNet 3", "medseg: ensemble"}
+    for la in _medseg_labels(viewer):
+        assert la.data.shape == img.shape and la.data.dtype == np.uint8
+        assert set(np.unique(la.data)) <= {1, 2, 3, 4}
+    dis = viewer.layers["medseg: disagreement"].data
+    assert dis.shape == img.shape and 0.0 <= dis.min() and dis.max() <= 1.0
+    assert scr_layer.data.tobytes() == before.tobytes()  # untouched while training
+
+    # the user keeps drawing: a stroke of class value 3 is picked up by the next steps
+    scr_layer.brush_size = 3
+    scr_layer.paint((0, 5, 5), 3)
+    drawn = scr_layer.data.copy()
+    qtbot.waitUntil(lambda: w.session.trainer._seeds[0][0, 5, 5] == 2, timeout=TIMEOUT_MS)
+
+    t0 = time.perf_counter()
+    w.stop_training()
+    _wait_idle(qtbot, w)
+    stop_seconds = time.perf_counter() - t0
+    assert stop_seconds < 60, f"Stop took {stop_seconds:.1f} s"
+    assert "Stopped" in w.status_label.text()
+    assert scr_layer.data.dtype == drawn.dtype
+    assert scr_layer.data.tobytes() == drawn.tobytes()  # the plugin never wrote to it
+    assert not _messages(notes)
+
+    # predict the whole stack with the trained trio, then save, load and predict again
+    w.predict(PREDICT_TARGETS[1])
+    _wait_idle(qtbot, w)
+    trained = {la.name: la.data.copy() for la in _medseg_labels(viewer)}
+    assert w.last_metrics and {r["model"] for r in w.last_metrics} >= {"ensemble", "unet"}
+    assert all(0.0 <= r["dice"] <= 1.0 for r in w.last_metrics)
+    path = tmp_path / "trio.pt"
+    w.save_model(str(path))
+    _wait_idle(qtbot, w)
+    assert path.is_file()
+    assert any("saved" in m for m in _messages(notes, "info"))
+    iteration = w.session.trainer.iteration
+
+    w.load_model(str(path))
+    _wait_idle(qtbot, w)
+    assert w.session.trainer is None and w.session.loaded_state is not None
+    viewer.layers["medseg: ensemble"].data = np.zeros(img.shape, np.uint8)
+    w.predict(PREDICT_TARGETS[1])
+    _wait_idle(qtbot, w)
+    for la in _medseg_labels(viewer):
+        np.testing.assert_array_equal(la.data, trained[la.name])
+
+    # current slice only: the other slice keeps what was there
+    viewer.layers["medseg: ensemble"].data = np.zeros(img.shape, np.uint8)
+    viewer.dims.set_current_step(0, 1)
+    w.predict(PREDICT_TARGETS[0])
+    _wait_idle(qtbot, w)
+    ens = viewer.layers["medseg: ensemble"].data
+    assert ens[0].max() == 0
+    np.testing.assert_array_equal(ens[1], trained["medseg: ensemble"][1])
+
+    # another image layer gets its own prediction layers
+    viewer.add_image(img[:, ::-1].copy(), name="other")
+    w.other_image_combo.setCurrentText("other")
+    w.predict(PREDICT_TARGETS[2])
+    _wait_idle(qtbot, w)
+    assert viewer.layers["medseg: ensemble (other)"].data.shape == img.shape
+
+    # Train after Load fine-tunes the loaded weights
+    w.iterations_spin.setValue(1)
+    w.start_training()
+    _wait_idle(qtbot, w)
+    assert w.session.trainer is not None and w.session.trainer.iteration == iteration + 1
+    assert any("fine-tuning" in m for m in _messages(notes, "info"))
+    assert not _messages(notes)
+    assert scr_layer.data.tobytes() == drawn.tobytes()
+
+
+def test_rgb_image_trains_to_2d_layers(make_napari_viewer, qtbot, notes):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-medseg", "rgb")
+    img = viewer.layers["Dermoscopy"].data[::4, ::4].copy()
+    scr = viewer.layers["scribbles"].data[::4, ::4].copy()
+    viewer.add_image(img, name="tiny", rgb=True)
+    viewer.add_labels(scr, name="tiny scribbles")
+    w = _widget(viewer, iterations=2)
+    assert w.class_names() == ["background", "lesion"]
+    w.start_training()
+    _wait_idle(qtbot, w)
+    assert not _messages(notes), notes
+    for la in _medseg_labels(viewer):
+        assert la.data.shape == img.shape[:2]
+        assert set(np.unique(la.data)) <= {1, 2}
+    assert viewer.layers["tiny scribbles"].data.tobytes() == scr.tobytes()
+
+
+# ---------------------------------------------------------------- errors → notifications
+def _assert_error(notes, *words):
+    errors = _messages(notes)
+    assert errors, f"no error notification (got {notes})"
+    text = errors[-1].lower()
+    for word in words:
+        assert word.lower() in text, text
+
+
+def test_error_no_image(make_napari_viewer, notes):
+    viewer = make_napari_viewer()
+    w = MedSegWidget(viewer)
+    assert w.start_training() is None
+    _assert_error(notes, "no image")
+    w.new_scribble_layer()
+    _assert_error(notes, "select an image layer")
+    w.predict()
+    _assert_error(notes, "no model")
+    w.save_model("unused.pt")
+    _assert_error(notes, "no model to save")
+
+
+def test_error_no_scribble_layer_and_shape_mismatch(make_napari_viewer, notes):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    w = MedSegWidget(viewer)
+    w.start_training()
+    _assert_error(notes, "no scribble layer", "new scribble layer")
+    viewer.add_labels(np.zeros((30, 32), np.uint8), name="scribbles")
+    w.scribble_combo.setCurrentText("scribbles")
+    w.start_training()
+    _assert_error(notes, "shape mismatch", "new scribble layer")
+    assert not w.is_busy
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("empty", ("no labelled pixels",)),
+        ("one_class", ("one class only",)),
+        ("unknown_value", ("not among the classes",)),
+    ],
+)
+def test_error_bad_scribbles(make_napari_viewer, qtbot, notes, case, words):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((32, 32)).astype(np.float32), name="img")
+    scr = np.zeros((32, 32), np.uint8)
+    if case == "one_class":
+        scr[3, :] = 1
+    if case == "unknown_value":
+        scr[3, :] = 1
+        scr[9, :] = 7
+    viewer.add_labels(scr, name="scribbles")
+    w = MedSegWidget(viewer)
+    w.classes_edit.setText("background, lesion")
+    before = viewer.layers["scribbles"].data.copy()
+    w.start_training()
+    _wait_idle(qtbot, w)
+    _assert_error(notes, *words)
+    assert viewer.layers["scribbles"].data.tobytes() == before.tobytes()
+    assert not [la for la in viewer.layers if la.name.startswith("medseg: ")]
+
+
+def _two_class_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((32, 32)).astype(np.float32), name="img")
+    scr = np.zeros((32, 32), np.uint8)
+    scr[3, :] = 1
+    scr[20, 10:20] = 2
+    viewer.add_labels(scr, name="scribbles")
+    w = MedSegWidget(viewer)
+    w.classes_edit.setText("background, lesion")
+    w.set_models(["unet", "unet", "unet"])
+    w.batch_spin.setValue(2)
+    w.patch_spin.setValue(32)
+    w.iterations_spin.setValue(1)
+    return viewer, w
+
+
+def test_error_out_of_memory_is_advice(make_napari_viewer, qtbot, notes, monkeypatch):
+    import torch
+
+    import napari_medseg.training as training
+
+    class Boom:
+        def __init__(self, *a, **k):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(training, "TriNetTrainer", Boom)
+    viewer, w = _two_class_viewer(make_napari_viewer)
+    w.start_training()
+    _wait_idle(qtbot, w)
+    _assert_error(notes, "out of memory", "lite", "cpu")
+    assert w.train_btn.isEnabled()
+
+
+def test_error_unavailable_device(make_napari_viewer, qtbot, notes):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    viewer, w = _two_class_viewer(make_napari_viewer)
+    w.device_combo.setCurrentText("cuda")
+    w.start_training()
+    _wait_idle(qtbot, w)
+    _assert_error(notes, "not available", "cpu")
+
+
+def test_error_class_count_mismatch_on_load(make_napari_viewer, qtbot, notes, tmp_path):
+    from napari_medseg.checkpoints import save_checkpoint
+    from napari_medseg.training import TrainConfig, TriNetTrainer
+
+    seeds = np.full((1, 32, 32), -1, np.int64)
+    seeds[0, 3, :] = 0
+    seeds[0, 20, 10:20] = 1
+    image = np.random.default_rng(0).random((1, 1, 32, 32)).astype(np.float32)
+    trainer = TriNetTrainer(
+        [image],
+        [seeds],
+        2,
+        TrainConfig(models=("unet", "unet", "unet"), preset="lite", device="cpu"),
+        metadata={"class_names": ["background", "lesion"]},
+    )
+    path = save_checkpoint(trainer.state_dict(), tmp_path / "two.pt")
+    viewer, w = _two_class_viewer(make_napari_viewer)
+    w.classes_edit.setText("background, RV, Myo")
+    w.load_model(str(path))
+    _wait_idle(qtbot, w)
+    _assert_error(notes, "2 classes", "background, lesion", "3 class names")
+    assert w.session.loaded_state is None
+    # a file that is not a checkpoint
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    w.load_model(str(bad))
+    _wait_idle(qtbot, w)
+    _assert_error(notes, "could not be read")
+    # the right class count loads and sets the slots from the file
+    w.classes_edit.setText("background, lesion")
+    w.load_model(str(path))
+    _wait_idle(qtbot, w)
+    assert w.session.loaded_state is not None
+    assert w.selected_models() == ("unet", "unet", "unet")
