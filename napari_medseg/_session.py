@@ -76,6 +76,17 @@ class LayerUpdate:
     preset: str = ""
 
 
+def warm_imports() -> None:
+    """Imports the engine modules Train needs, so the first press does not wait for them.
+
+    Run in a worker when the widget opens: importing the training stack (MONAI included)
+    takes seconds, which would otherwise count against "Train → first prediction".
+    """
+    from . import checkpoints, inference, metrics  # noqa: F401
+    from .data import normalization  # noqa: F401
+    from .training import interactive, trainer  # noqa: F401
+
+
 def default_threads() -> int:
     """All cores but one, so the GUI thread always finds a free core."""
     try:

@@ -11,7 +11,9 @@ worker reaches the viewer (``_ignore_errors`` + our own ``errored`` handler).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +52,7 @@ from ._layers import (
     spatial_shape,
     spatial_transform,
 )
-from ._session import LayerUpdate, TrainingSession, TrainRequest, user_message
+from ._session import LayerUpdate, TrainingSession, TrainRequest, user_message, warm_imports
 
 NONE = "(none)"
 DEFAULT_SLOTS = ("unet", "swin_unet", "mamba_unet")
@@ -132,9 +134,15 @@ class MedSegWidget(QWidget):
         self._scribble_timer.setSingleShot(True)
         self._scribble_timer.setInterval(SCRIBBLE_THROTTLE_MS)
         self._scribble_timer.timeout.connect(self._send_scribbles)
+        self._layer_ops: OrderedDict = OrderedDict()
+        self._layer_timer = QTimer(self)
+        self._layer_timer.setInterval(0)
+        self._layer_timer.timeout.connect(self._run_layer_op)
         self._build()
         self._connect_viewer()
         self._update_buttons()
+        self._warmup = create_worker(warm_imports, _ignore_errors=True)
+        self._warmup.start()
 
     # ================================================================== layout
     def _build(self) -> None:
@@ -598,22 +606,56 @@ class MedSegWidget(QWidget):
     def _show_prediction(
         self, upd: LayerUpdate, image: Image, suffix: str = "", slice_index: int | None = None
     ) -> None:
+        """Queues one layer operation per prediction layer (see :meth:`_queue_layer_op`)."""
         k = len(self.session.class_names() or self.class_names())
-        for key, data in upd.labels.items():
-            title = self._slot_titles.get(key, key)
-            self._set_labels(
-                f"{PREFIX}{title}{suffix}", data, image, k, visible=False, slice_index=slice_index
+        items = [
+            (f"{PREFIX}{self._slot_titles.get(key, key)}{suffix}", data, False)
+            for key, data in upd.labels.items()
+        ]
+        items.append((f"{PREFIX}ensemble{suffix}", upd.ensemble, True))
+        for name, data, visible in items:
+            self._queue_layer_op(
+                (name, slice_index),
+                partial(self._set_labels, name, data, image, k, visible, slice_index),
             )
-        self._set_labels(
-            f"{PREFIX}ensemble{suffix}",
-            upd.ensemble,
-            image,
-            k,
-            visible=True,
-            slice_index=slice_index,
-        )
         name = f"{PREFIX}disagreement{suffix}"
-        dis = upd.disagreement
+        self._queue_layer_op(
+            (name, slice_index),
+            partial(self._set_disagreement, name, upd.disagreement, image, slice_index),
+        )
+
+    def _queue_layer_op(self, key, op: Callable[[], None]) -> None:
+        """Runs layer updates one per event-loop pass, newest data per layer only.
+
+        Creating a napari layer (or uploading its data) costs tens to hundreds of ms in the GUI
+        thread, most of it rendering; doing five in one slot was the longest freeze measured
+        by benchmarks/bench_gui_responsiveness.py. One per pass lets Qt repaint and handle
+        input in between; a newer prediction replaces a still-queued older one.
+        """
+        self._layer_ops.pop(key, None)
+        self._layer_ops[key] = op
+        if not self._layer_timer.isActive():
+            self._layer_timer.start()
+
+    def _run_layer_op(self) -> None:
+        if not self._layer_ops:
+            self._layer_timer.stop()
+            return
+        _, op = self._layer_ops.popitem(last=False)
+        try:
+            op()
+        except Exception as e:  # noqa: BLE001 - a layer the user removed/edited must not crash
+            notify("warning", f"could not update a prediction layer ({e})")
+        if not self._layer_ops:
+            self._layer_timer.stop()
+
+    @property
+    def layers_pending(self) -> bool:
+        return bool(self._layer_ops)
+
+    def _set_disagreement(
+        self, name: str, dis: np.ndarray, image: Image, slice_index: int | None
+    ) -> None:
         layer = self._layer_or_none(name, Image)
         full = spatial_shape(image.data.shape, image.rgb)
         if slice_index is not None:
@@ -626,19 +668,19 @@ class MedSegWidget(QWidget):
             dis = base
         if layer is not None and tuple(layer.data.shape) == tuple(dis.shape):
             layer.data = dis
-        else:
-            if layer is not None:
-                self.viewer.layers.remove(layer)
-            self.viewer.add_image(
-                dis,
-                name=name,
-                colormap="magma",
-                contrast_limits=(0.0, 1.0),
-                blending="additive",
-                opacity=0.7,
-                visible=False,
-                **spatial_transform(image),
-            )
+            return
+        if layer is not None:
+            self.viewer.layers.remove(layer)
+        self.viewer.add_image(
+            dis,
+            name=name,
+            colormap="magma",
+            contrast_limits=(0.0, 1.0),
+            blending="additive",
+            opacity=0.7,
+            visible=False,
+            **spatial_transform(image),
+        )
 
     def _show_metrics(self, rows: list[dict]) -> None:
         models = list(dict.fromkeys(r["model"] for r in rows))

@@ -69,7 +69,7 @@ def _widget(viewer, iterations=3):
 
 
 def _wait_idle(qtbot, w, timeout=TIMEOUT_MS):
-    qtbot.waitUntil(lambda: not w.is_busy, timeout=timeout)
+    qtbot.waitUntil(lambda: not w.is_busy and not w.layers_pending, timeout=timeout)
 
 
 def _medseg_labels(viewer):
@@ -113,7 +113,7 @@ def test_train_live_stop_save_load_finetune(make_napari_viewer, qtbot, notes, tm
 
     w.start_training()
     assert w.is_training and not w.train_btn.isEnabled() and w.stop_btn.isEnabled()
-    qtbot.waitUntil(lambda: "medseg: ensemble" in viewer.layers, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: "medseg: disagreement" in viewer.layers, timeout=TIMEOUT_MS)
     names = {la.name for la in _medseg_labels(viewer)}
     assert names == {"medseg: UNet", "medseg: UNet 2", "medseg: UNet 3", "medseg: ensemble"}
     for la in _medseg_labels(viewer):

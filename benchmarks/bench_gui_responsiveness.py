@@ -1,0 +1,212 @@
+"""Does napari stay responsive while the widget trains on the CPU with live updates?
+
+micro-sam had to switch its worker threads off because of a massive GUI slowdown; this
+benchmark measures ours in a real viewer (run it under Xvfb on a headless machine):
+
+* a ``QTimer`` firing every 10 ms records the real time between event-loop ticks; the
+  longest gap while training runs is what a user feels as a frozen viewer (target ≤ 100 ms);
+* the time from pressing Train to the first prediction layer (target ≤ 5 s);
+* how long Stop takes, and the longest time the GUI thread spent handling one update.
+
+The scenario: open the MRI sample with the widget docked, record an idle baseline, press
+Train (default trio, lite, CPU), draw a scribble stroke every second like a user would, press
+Stop after ``--seconds``. Prints a markdown table; ``--out FILE`` also writes it. Usage::
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/bench_gui_responsiveness.py \
+        [--seconds 30] [--sample mri] [--models unet,swin_unet,mamba_unet] [--out table.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+TICK_MS = 10
+GAP_TARGET_MS = 100.0
+FIRST_TARGET_S = 5.0
+
+
+def _gaps_ms(ticks: list[float], start: float, end: float) -> np.ndarray:
+    t = np.asarray([x for x in ticks if start <= x <= end])
+    return np.diff(t) * 1000.0 if t.size > 1 else np.zeros(0)
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def run(args: argparse.Namespace) -> dict:
+    from napari_medseg._launcher import open_viewer
+
+    viewer, widget = open_viewer(args.sample, show=True)
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    models = [m.strip() for m in args.models.split(",")]
+    widget.set_models(models)
+    widget.preset_combo.setCurrentText(args.preset)
+    widget.device_combo.setCurrentText("cpu")
+    widget.iterations_spin.setValue(1_000_000)
+    widget.batch_spin.setValue(args.batch)
+    widget.patch_spin.setValue(args.patch)
+    widget.preview_spin.setValue(args.preview)
+    scribbles = widget.scribble_combo.layer()
+    image = widget.image_combo.layer()
+
+    ticks: list[float] = []
+    marks: dict[str, float] = {}
+    handler_ms: list[float] = []
+    refreshes: list[float] = []
+    timer = QTimer()
+    timer.setInterval(TICK_MS)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+
+    original = widget._on_train_update
+
+    def timed_update(upd):  # wraps the GUI-thread handler to time it
+        t0 = time.perf_counter()
+        original(upd)
+        handler_ms.append((time.perf_counter() - t0) * 1000.0)
+        if upd.labels is not None:
+            refreshes.append(time.perf_counter())
+        marks["iteration"] = upd.iteration
+        marks["speed"] = upd.iterations_per_second
+
+    widget._on_train_update = timed_update
+
+    def on_insert(event):
+        if event.value.name.startswith("medseg: ") and "first" not in marks:
+            marks["first"] = time.perf_counter()
+
+    viewer.layers.events.inserted.connect(on_insert)
+    rng = np.random.default_rng(0)
+
+    def paint():
+        if "stop" in marks or scribbles is None:
+            return
+        z = int(rng.integers(scribbles.data.shape[0])) if scribbles.data.ndim == 3 else None
+        h, w = scribbles.data.shape[-2:]
+        y, x = int(rng.integers(h // 4, 3 * h // 4)), int(rng.integers(w // 4, 3 * w // 4))
+        scribbles.brush_size = 3
+        coord = (z, y, x) if z is not None else (y, x)
+        scribbles.paint(coord, int(rng.integers(1, len(widget.class_names()) + 1)))
+        marks["strokes"] = marks.get("strokes", 0) + 1
+        QTimer.singleShot(1000, paint)
+
+    def train():
+        marks["train"] = time.perf_counter()
+        widget.train_btn.click()
+        QTimer.singleShot(1000, paint)
+        QTimer.singleShot(int(args.seconds * 1000), stop)
+
+    def stop():
+        marks["stop"] = time.perf_counter()
+        widget.stop_btn.click()
+        wait_stopped()
+
+    def wait_stopped():
+        if widget.is_busy and time.perf_counter() - marks["stop"] < 600:
+            QTimer.singleShot(20, wait_stopped)
+            return
+        marks["stopped"] = time.perf_counter()
+        QTimer.singleShot(300, app.quit)
+
+    timer.start()
+    marks["idle"] = time.perf_counter()
+    QTimer.singleShot(int(args.idle * 1000), train)
+    app.exec_()
+    timer.stop()
+
+    idle = _gaps_ms(ticks, marks["idle"] + 0.5, marks["train"])
+    busy = _gaps_ms(ticks, marks["train"], marks["stop"])
+    result = {
+        "idle_max": float(idle.max()) if idle.size else float("nan"),
+        "gap_max": float(busy.max()) if busy.size else float("nan"),
+        "gap_p99": float(np.percentile(busy, 99)) if busy.size else float("nan"),
+        "gap_p50": float(np.median(busy)) if busy.size else float("nan"),
+        "gaps_over_100": int((busy > GAP_TARGET_MS).sum()),
+        "ticks": int(busy.size),
+        "first": marks["first"] - marks["train"] if "first" in marks else float("nan"),
+        "stop": marks["stopped"] - marks["stop"],
+        "iterations": marks.get("iteration", 0),
+        "speed": marks.get("speed", float("nan")),
+        "refreshes": len(refreshes),
+        "handler_max": max(handler_ms) if handler_ms else float("nan"),
+        "strokes": marks.get("strokes", 0),
+        "shape": tuple(image.data.shape),
+    }
+    viewer.close()
+    return result
+
+
+def table(r: dict, args: argparse.Namespace) -> str:
+    import torch
+
+    from napari_medseg._session import default_threads
+
+    ok = lambda v, target: "yes" if np.isfinite(v) and v <= target else "no"  # noqa: E731
+    rows = [
+        (
+            "longest event-loop gap while training (ms)",
+            _fmt(r["gap_max"]),
+            f"≤ {GAP_TARGET_MS:g}",
+            ok(r["gap_max"], GAP_TARGET_MS),
+        ),
+        ("99th percentile gap (ms)", _fmt(r["gap_p99"]), "", ""),
+        ("median gap (ms; timer period 10)", _fmt(r["gap_p50"]), "", ""),
+        ("gaps > 100 ms", f"{r['gaps_over_100']} of {r['ticks']}", "", ""),
+        ("idle baseline: longest gap (ms)", _fmt(r["idle_max"]), "", ""),
+        (
+            "Train → first prediction layer (s)",
+            _fmt(r["first"], 2),
+            f"≤ {FIRST_TARGET_S:g}",
+            ok(r["first"], FIRST_TARGET_S),
+        ),
+        ("Stop → worker finished (s)", _fmt(r["stop"], 2), "", ""),
+        ("longest GUI-thread update handler (ms)", _fmt(r["handler_max"]), "", ""),
+        ("iterations / speed (it/s)", f"{r['iterations']} / {_fmt(r['speed'], 2)}", "", ""),
+        ("prediction refreshes / strokes drawn", f"{r['refreshes']} / {r['strokes']}", "", ""),
+    ]
+    lines = [
+        f"GUI responsiveness: sample {args.sample} {r['shape']}, models {args.models}, preset "
+        f"{args.preset}, batch {args.batch}, patch {args.patch}, refresh every {args.preview:g} s, "
+        f"{args.seconds:g} s of training; {os.cpu_count()} CPUs, worker torch threads "
+        f"{default_threads()}, torch {torch.__version__}, {platform.platform()}",
+        "",
+        "| metric | value | target | met |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sample", default="mri", choices=["mri", "rgb"])
+    p.add_argument("--models", default="unet,swin_unet,mamba_unet")
+    p.add_argument("--preset", default="lite", choices=["lite", "paper"])
+    p.add_argument("--seconds", type=float, default=30.0, help="training time before Stop")
+    p.add_argument("--idle", type=float, default=3.0, help="idle baseline before Train (s)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--preview", type=float, default=3.0, help="prediction refresh period (s)")
+    p.add_argument("--out", type=Path, default=None, help="also write the table here")
+    args = p.parse_args(argv)
+    result = run(args)
+    text = table(result, args)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+        print(f"wrote {args.out}")
+    return text
+
+
+if __name__ == "__main__":
+    main()
