@@ -532,9 +532,13 @@ class MedSegWidget(QWidget):
             return
         self._last_update = upd
         loss = upd.losses.get("total", float("nan"))
+        per_model = " · ".join(
+            f"{self._slot_titles.get(k, k)} {v:.3f}" for k, v in upd.losses.items() if k != "total"
+        )
         text = (
             f"iteration {upd.run_step}/{upd.run_total} · loss {loss:.3f} · "
-            f"{upd.iterations_per_second:.2f} it/s · {upd.device} {upd.preset}"
+            f"{upd.iterations_per_second:.2f} it/s · {upd.device} {upd.preset}\n"
+            f"losses: {per_model}"
         )
         pbar = self._pbar  # local: the description update may process the finished signal
         if pbar is not None:
@@ -683,20 +687,22 @@ class MedSegWidget(QWidget):
         )
 
     def _show_metrics(self, rows: list[dict]) -> None:
+        """One row per network (and the ensemble), one column per structure: Dice / HD95."""
         models = list(dict.fromkeys(r["model"] for r in rows))
         classes = list(dict.fromkeys(r["name"] for r in rows))
-        headers = [h for c in classes for h in (f"Dice {c}", f"HD95 {c}")]
         table = self.metrics_table
         table.clear()
         table.setRowCount(len(models))
-        table.setColumnCount(len(headers))
-        table.setHorizontalHeaderLabels(headers)
+        table.setColumnCount(len(classes))
+        table.setHorizontalHeaderLabels([f"{c}\nDice / HD95" for c in classes])
         table.setVerticalHeaderLabels([self._slot_titles.get(m, m) for m in models])
         for r in rows:
-            i = models.index(r["model"])
-            j = 2 * classes.index(r["name"])
-            table.setItem(i, j, QTableWidgetItem(f"{r['dice']:.3f}"))
-            table.setItem(i, j + 1, QTableWidgetItem(f"{r['hd95']:.1f}"))
+            item = QTableWidgetItem(f"{r['dice']:.3f} / {r['hd95']:.1f}")
+            item.setToolTip(
+                f"{r['name']}: Dice {r['dice']:.4f}, HD95 {r['hd95']:.2f} "
+                "(in the image's scale units; background not scored)"
+            )
+            table.setItem(models.index(r["model"]), classes.index(r["name"]), item)
         table.resizeColumnsToContents()
         self.last_metrics = rows
 

@@ -6,12 +6,19 @@ reference selective scan makes MambaUNet slow on a CPU), batch 2, patch 32.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.gui
+if sys.platform.startswith("linux") and not (
+    os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+):
+    # Qt aborts the whole process without a display: run these under `xvfb-run -a pytest`
+    pytest.skip("no display: run the GUI tests under xvfb-run", allow_module_level=True)
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
