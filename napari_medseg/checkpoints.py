@@ -56,7 +56,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             "written by napari-medseg."
         ) from None
     except Exception as e:  # truncated/corrupt file
-        raise CheckpointError(f"checkpoint {path} could not be read ({e}); it may be corrupt") from None
+        raise CheckpointError(
+            f"checkpoint {path} could not be read ({e}); it may be corrupt"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a napari-medseg checkpoint (no '{FORMAT}' marker); "
@@ -94,8 +96,9 @@ def models_from_checkpoint(state: dict, device: str | torch.device = "cpu") -> d
     """Rebuilds every network of a checkpoint for prediction: {slot key: model}."""
     models = {}
     for slot in state["slots"]:
-        m = create_model(slot["name"], int(state["in_channels"]), int(state["num_classes"]),
-                         slot["preset"])
+        m = create_model(
+            slot["name"], int(state["in_channels"]), int(state["num_classes"]), slot["preset"]
+        )
         m.load_state_dict(slot["state_dict"])
         models[slot["key"]] = m.to(device).eval()
     return models

@@ -49,12 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image", help="image: .tif/.tiff/.png/.jpg/.nii(.gz)/.h5 (2-D, RGB or Z,H,W)")
     t.add_argument("--scribbles", help="scribble map with the image's spatial shape")
     t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--unlabelled", type=int, default=None,
-                   help="scribble value meaning 'not scribbled' (default 0; ACDC uses 4)")
-    t.add_argument("--preset", choices=["lite", "paper"], default=None,
-                   help="network sizes (default: paper on CUDA, lite otherwise)")
-    t.add_argument("--models", type=_models_arg, default=None,
-                   help="comma-separated slots (default unet,swin_unet,mamba_unet)")
+    t.add_argument(
+        "--unlabelled",
+        type=int,
+        default=None,
+        help="scribble value meaning 'not scribbled' (default 0; ACDC uses 4)",
+    )
+    t.add_argument(
+        "--preset",
+        choices=["lite", "paper"],
+        default=None,
+        help="network sizes (default: paper on CUDA, lite otherwise)",
+    )
+    t.add_argument(
+        "--models",
+        type=_models_arg,
+        default=None,
+        help="comma-separated slots (default unet,swin_unet,mamba_unet)",
+    )
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--seconds", type=float, help="training time budget")
     budget.add_argument("--iterations", type=int, help="training iteration budget")
@@ -64,13 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--patch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--rw-weight", type=float, default=None,
-                   help="weight of the random-walker pseudo-label loss (0 disables)")
+    t.add_argument(
+        "--rw-weight",
+        type=float,
+        default=None,
+        help="weight of the random-walker pseudo-label loss (0 disables)",
+    )
     t.add_argument("--dataset", choices=["acdc"], help="dataset protocol instead of one image")
     t.add_argument("--data", help="dataset folder (with --dataset)")
     t.add_argument("--fold", default="fold1", help="ACDC fold: fold1..fold5 (with --dataset)")
-    t.add_argument("--spacing", type=_spacing_arg, default=None,
-                   help="voxel spacing z,y,x for distance metrics (dataset protocol)")
+    t.add_argument(
+        "--spacing",
+        type=_spacing_arg,
+        default=None,
+        help="voxel spacing z,y,x for distance metrics (dataset protocol)",
+    )
 
     pr = sub.add_parser("predict", help="segment an image with a saved trio")
     pr.add_argument("--checkpoint", required=True)
@@ -81,10 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="score predictions against dense labels (CSV + summary)")
     ev.add_argument("--pred", required=True, nargs="+", help="prediction label file(s)")
     ev.add_argument("--truth", required=True, nargs="+", help="ground-truth label file(s)")
-    ev.add_argument("--spacing", type=_spacing_arg, default=None,
-                    help="voxel/pixel spacing, e.g. 10,1.5,1.5 (default: from the files, else 1)")
-    ev.add_argument("--classes", default=None,
-                    help="comma-separated class values to score (default: all non-zero values)")
+    ev.add_argument(
+        "--spacing",
+        type=_spacing_arg,
+        default=None,
+        help="voxel/pixel spacing, e.g. 10,1.5,1.5 (default: from the files, else 1)",
+    )
+    ev.add_argument(
+        "--classes",
+        default=None,
+        help="comma-separated class values to score (default: all non-zero values)",
+    )
     ev.add_argument("--out", default=None, help="CSV file (default: print only)")
 
     bm = sub.add_parser("bench-models", help="parameters, FLOPs, latency and memory per model")

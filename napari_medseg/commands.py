@@ -28,8 +28,15 @@ def run_command(args: argparse.Namespace) -> int:
 def _progress(total: float | None, desc: str, unit: str = "it"):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                disable=None, leave=True)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=None,
+        leave=True,
+    )
 
 
 def _config_from_args(args, defaults: dict | None = None):
@@ -75,12 +82,16 @@ def drive(trainer, desc: str = "training"):
         for upd in trainer.steps():
             last = upd
             if cfg.iterations:
-                bar.n = min(upd.iteration - (upd.total_iterations or 0) + cfg.iterations,
-                            cfg.iterations)
+                bar.n = min(
+                    upd.iteration - (upd.total_iterations or 0) + cfg.iterations, cfg.iterations
+                )
             else:
                 bar.n = round(min(upd.elapsed, cfg.seconds), 1)
-            bar.set_postfix(loss=f"{upd.losses.get('total', float('nan')):.3f}",
-                            it_s=f"{upd.iterations_per_second:.2f}", refresh=False)
+            bar.set_postfix(
+                loss=f"{upd.losses.get('total', float('nan')):.3f}",
+                it_s=f"{upd.iterations_per_second:.2f}",
+                refresh=False,
+            )
             bar.refresh()
     return last
 
@@ -116,19 +127,32 @@ def cmd_train(args) -> int:
     if checkpoint is not None:
         meta = checkpoint.get("metadata", {})
         class_values = meta.get("class_values")
-        defaults = {"models": tuple(s["name"] for s in checkpoint["slots"]),
-                    "preset": checkpoint["slots"][0]["preset"]}
+        defaults = {
+            "models": tuple(s["name"] for s in checkpoint["slots"]),
+            "preset": checkpoint["slots"][0]["preset"],
+        }
     task = prepare_interactive(image.array, scribbles, unlabelled, class_values)
     for w in task.warnings:
         print(f"warning: {w}", file=sys.stderr)
     cfg = _config_from_args(args, defaults)
     cfg.preview_every_seconds = None
-    trainer = TriNetTrainer(task.images, task.seeds, task.num_classes, cfg,
-                            checkpoint=checkpoint,
-                            metadata={"class_values": list(task.class_values),
-                                      "unlabelled": unlabelled, "kind": task.kind})
-    print(f"training {', '.join(cfg.models)} ({cfg.preset}) on {trainer.device} — "
-          f"{task.num_classes} classes {list(task.class_values)}", file=sys.stderr)
+    trainer = TriNetTrainer(
+        task.images,
+        task.seeds,
+        task.num_classes,
+        cfg,
+        checkpoint=checkpoint,
+        metadata={
+            "class_values": list(task.class_values),
+            "unlabelled": unlabelled,
+            "kind": task.kind,
+        },
+    )
+    print(
+        f"training {', '.join(cfg.models)} ({cfg.preset}) on {trainer.device} — "
+        f"{task.num_classes} classes {list(task.class_values)}",
+        file=sys.stderr,
+    )
     final = drive(trainer)
     out.mkdir(parents=True, exist_ok=True)
     files = _write_prediction(out, task, final.prediction, image.spacing)
@@ -152,8 +176,15 @@ def _train_dataset(args) -> int:
     cfg = _config_from_args(args)
     cfg.preview_every_seconds = None
     unlabelled = 4 if args.unlabelled is None else args.unlabelled
-    result = run_acdc_protocol(data, int(fold), cfg, Path(args.out), unlabelled=unlabelled,
-                               spacing=args.spacing, drive=drive)
+    result = run_acdc_protocol(
+        data,
+        int(fold),
+        cfg,
+        Path(args.out),
+        unlabelled=unlabelled,
+        spacing=args.spacing,
+        drive=drive,
+    )
     print(result.summary_text())
     for f in result.files:
         print(f"wrote {f}")
@@ -166,9 +197,8 @@ def cmd_predict(args) -> int:
     from .data.normalization import normalize_image
     from .data.readers import load_image
     from .device import resolve_device
-    from .inference import predict_probabilities
+    from .inference import combine_predictions, predict_models
     from .training.interactive import InteractiveTask
-    from .training.trainer import combine_predictions
 
     state = load_checkpoint(path_or_error(args.checkpoint, "--checkpoint"))
     image = load_image(path_or_error(args.image, "--image"))
@@ -183,13 +213,16 @@ def cmd_predict(args) -> int:
     models = models_from_checkpoint(state, device)
     meta = state.get("metadata", {})
     values = tuple(meta.get("class_values") or range(int(state["num_classes"])))
-    task = InteractiveTask([norm.data], [], len(values), values, norm.kind, norm.spatial_shape,
-                           int(meta.get("unlabelled", 0)))
-    probs = {}
-    with _progress(len(models), "predicting", "model") as bar:
-        for k, m in models.items():
-            probs[k] = predict_probabilities(m, norm.data, device)
-            bar.update(1)
+    task = InteractiveTask(
+        [norm.data],
+        [],
+        len(values),
+        values,
+        norm.kind,
+        norm.spatial_shape,
+        int(meta.get("unlabelled", 0)),
+    )
+    probs = predict_models(models, norm.data, device, float(state.get("working_scale", 1.0)))
     pred = combine_predictions(probs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -204,8 +237,10 @@ def cmd_eval(args) -> int:
     from .metrics import evaluate_segmentation, summarize_by_class, write_metrics_csv
 
     if len(args.pred) != len(args.truth):
-        raise CliError(f"{len(args.pred)} prediction file(s) but {len(args.truth)} truth file(s)"
-                       " — give them in matching order")
+        raise CliError(
+            f"{len(args.pred)} prediction file(s) but {len(args.truth)} truth file(s)"
+            " — give them in matching order"
+        )
     classes = None
     if args.classes:
         try:
@@ -221,8 +256,9 @@ def cmd_eval(args) -> int:
         spacing = args.spacing or load_image(t).spacing
         if spacing is not None and len(spacing) != truth.ndim:
             spacing = spacing[-truth.ndim :] if len(spacing) > truth.ndim else None
-        cls = classes or [int(v) for v in np.unique(np.concatenate([np.unique(truth),
-                                                                     np.unique(pred)])) if v != 0]
+        cls = classes or [
+            int(v) for v in np.unique(np.concatenate([np.unique(truth), np.unique(pred)])) if v != 0
+        ]
         for r in evaluate_segmentation(pred, truth, class_values=cls, spacing=spacing, case=str(p)):
             r["truth_file"] = str(t)
             rows.append(r)
@@ -251,8 +287,13 @@ def cmd_bench_models(args) -> int:
     if args.warmup is not None:
         kwargs["warmup"] = args.warmup
     presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
-    rows = run_model_efficiency(models=list(args.models) if args.models else None,
-                                presets=presets, size=args.size, device=args.device, **kwargs)
+    rows = run_model_efficiency(
+        models=list(args.models) if args.models else None,
+        presets=presets,
+        size=args.size,
+        device=args.device,
+        **kwargs,
+    )
     table = to_markdown(rows)
     print(table)
     if args.out:
@@ -274,7 +315,8 @@ def cmd_gui(args) -> int:
         from ._launcher import launch_gui
     except ImportError as e:
         raise CliError(
-            f"the napari GUI is not installed ({e}); install it with: pip install 'napari-medseg[gui]'"
+            f"the napari GUI is not installed ({e}); "
+            "install it with: pip install 'napari-medseg[gui]'"
         ) from None
     launch_gui(sample=None if args.sample == "none" else args.sample)
     return 0

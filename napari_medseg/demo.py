@@ -19,8 +19,9 @@ def _to_rgb(gray_or_rgb: np.ndarray) -> np.ndarray:
     return np.repeat(x[..., None], 3, axis=-1) if x.ndim == 2 else x[..., :3]
 
 
-def overlay_png(path: Path, image: np.ndarray, panels: list[np.ndarray], kind: str,
-                max_slices: int = 4) -> Path:
+def overlay_png(
+    path: Path, image: np.ndarray, panels: list[np.ndarray], kind: str, max_slices: int = 4
+) -> Path:
     """One row per slice: the image under each label map (0 = transparent)."""
     from skimage.color import label2rgb
     from skimage.io import imsave
@@ -33,8 +34,10 @@ def overlay_png(path: Path, image: np.ndarray, panels: list[np.ndarray], kind: s
     rows = []
     for s in picks:
         base = _to_rgb(image[s])
-        tiles = [label2rgb(p[s].astype(np.int64), image=base, bg_label=0, alpha=0.45,
-                           image_alpha=1.0) for p in panels]
+        tiles = [
+            label2rgb(p[s].astype(np.int64), image=base, bg_label=0, alpha=0.45, image_alpha=1.0)
+            for p in panels
+        ]
         rows.append(np.concatenate([base, *tiles], axis=1))
     canvas = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,12 +55,23 @@ def run_demo(out: Path, seconds: float = 45.0, sample: str = "mri") -> dict:
     data = load_mri_sample() if sample == "mri" else load_rgb_sample()
     task = prepare_interactive(data["image"], data["scribbles"], unlabelled=0)
     cfg = TrainConfig(seconds=seconds, preview_every_seconds=None)
-    trainer = TriNetTrainer(task.images, task.seeds, task.num_classes, cfg,
-                            metadata={"class_values": list(task.class_values), "unlabelled": 0,
-                                      "class_names": list(data.get("class_names", []))})
-    print(f"napari-medseg demo: training {', '.join(cfg.models)} ({cfg.preset}) on "
-          f"{trainer.device} for {seconds:.0f} s on the {sample.upper()} sample "
-          f"({data.get('description', '')})", file=sys.stderr)
+    trainer = TriNetTrainer(
+        task.images,
+        task.seeds,
+        task.num_classes,
+        cfg,
+        metadata={
+            "class_values": list(task.class_values),
+            "unlabelled": 0,
+            "class_names": list(data.get("class_names", [])),
+        },
+    )
+    print(
+        f"napari-medseg demo: training {', '.join(cfg.models)} ({cfg.preset}) on "
+        f"{trainer.device} for {seconds:.0f} s on the {sample.upper()} sample "
+        f"({data.get('description', '')})",
+        file=sys.stderr,
+    )
     final = drive(trainer, "demo")
     out.mkdir(parents=True, exist_ok=True)
     files = _write_prediction(out, task, final.prediction)

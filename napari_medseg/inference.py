@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -40,8 +42,12 @@ def predict_probabilities(
                 from monai.inferers import sliding_window_inference
 
                 logits = sliding_window_inference(
-                    x, roi_size=(tile, tile), sw_batch_size=batch_size, predictor=model,
-                    overlap=0.25, mode="gaussian",
+                    x,
+                    roi_size=(tile, tile),
+                    sw_batch_size=batch_size,
+                    predictor=model,
+                    overlap=0.25,
+                    mode="gaussian",
                 )
             else:
                 logits = model(x)
@@ -49,3 +55,49 @@ def predict_probabilities(
         return np.concatenate(out, axis=0)
     finally:
         model.train(was_training)
+
+
+def predict_models(
+    models: dict[str, nn.Module],
+    image: np.ndarray,
+    device: torch.device | str = "cpu",
+    scale: float = 1.0,
+    batch_size: int = 4,
+) -> dict[str, np.ndarray]:
+    """Probabilities of every network at the native size of a (Z, C, H, W) image.
+
+    ``scale`` is the working resolution the networks were trained at (see
+    :mod:`napari_medseg.training.resolution`): the image is shrunk by it, predicted, and the
+    probabilities interpolated back.
+    """
+    from .training.resolution import resize_image, scaled_size, upsample_probabilities
+
+    native = tuple(image.shape[-2:])
+    small = resize_image(image, scaled_size(native, scale))
+    return {
+        k: upsample_probabilities(predict_probabilities(m, small, device, batch_size), native)
+        for k, m in models.items()
+    }
+
+
+@dataclass
+class Prediction:
+    """Class indices (not user label values) per network and for the ensemble."""
+
+    per_model: dict[str, np.ndarray]  # key -> (Z, H, W) uint8
+    ensemble: np.ndarray  # (Z, H, W) uint8
+    disagreement: np.ndarray  # (Z, H, W) float32 in [0, 1]
+    ensemble_probabilities: np.ndarray | None = None  # (Z, K, H, W) float32
+
+
+def combine_predictions(
+    probs: dict[str, np.ndarray], with_probabilities: bool = False
+) -> Prediction:
+    """Per-model argmax, ensemble argmax of the mean, and where the models disagree."""
+    per_model = {k: p.argmax(axis=1).astype(np.uint8) for k, p in probs.items()}
+    mean = np.mean(np.stack(list(probs.values())), axis=0)
+    ensemble = mean.argmax(axis=1).astype(np.uint8)
+    stacked = np.stack(list(per_model.values()))
+    # fraction of networks whose vote differs from the ensemble: 0 = all agree
+    disagreement = (stacked != ensemble[None]).mean(axis=0).astype(np.float32)
+    return Prediction(per_model, ensemble, disagreement, mean if with_probabilities else None)

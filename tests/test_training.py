@@ -137,8 +137,14 @@ def test_prepare_interactive_errors_say_what_to_do():
 def _trainer(iterations=2, seed=0, models=("unet", "swin_unet", "mamba_unet"), **kw):
     img, scr, _ = two_class_stack()
     task = prepare_interactive(img, scr, 0)
-    cfg = TrainConfig(models=models, preset="lite", iterations=iterations, seed=seed,
-                      device="cpu", **{**TINY, **kw})
+    cfg = TrainConfig(
+        models=models,
+        preset="lite",
+        iterations=iterations,
+        seed=seed,
+        device="cpu",
+        **{**TINY, **kw},
+    )
     return TriNetTrainer(task.images, task.seeds, task.num_classes, cfg), task
 
 
@@ -233,3 +239,19 @@ def test_checkpoint_is_written_atomically(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt|could not be read"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_working_resolution_keeps_thin_strokes_and_predicts_native_size():
+    from napari_medseg.training.resolution import resize_seeds
+
+    seeds = np.full((1, 64, 64), -1)
+    seeds[0, 10, 5:60] = 0  # a 1-px line: nearest-neighbour shrinking would lose most of it
+    seeds[0, 40:42, 20:22] = 1
+    small = resize_seeds(seeds, (16, 16), 2)
+    assert (small[0, 2, 2:15] == 0).all()
+    assert (small == 1).sum() >= 1 and set(np.unique(small)) == {-1, 0, 1}
+    tr, task = _trainer(iterations=1, models=("unet", "unet"), max_side=20)
+    assert tr.scale == pytest.approx(0.5)
+    assert tr._images[0].shape[-2:] == (20, 18)
+    pred = tr.run().prediction
+    assert pred.ensemble.shape == (2, 40, 36)

@@ -56,15 +56,22 @@ def augment_batch(
         theta[:, 1, 0], theta[:, 1, 1] = sin, cos
         theta = theta.to(images.device, images.dtype)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
-                               align_corners=False)
+        images = F.grid_sample(
+            images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )
         new_labels = []
         for lab in labels:
             # shift so that "outside the image" (zero padding) and ignored pixels (-1 -> 1)
             # are both below 2, then map them back to IGNORE_INDEX after sampling
             shifted = (lab.to(images.dtype) + 2).unsqueeze(1)
-            rot = F.grid_sample(shifted, grid, mode="nearest", padding_mode="zeros",
-                                align_corners=False).squeeze(1).round().long()
+            rot = (
+                F.grid_sample(
+                    shifted, grid, mode="nearest", padding_mode="zeros", align_corners=False
+                )
+                .squeeze(1)
+                .round()
+                .long()
+            )
             rot = torch.where(rot >= 2, rot - 2, torch.full_like(rot, IGNORE_INDEX))
             new_labels.append(rot)
         labels = new_labels

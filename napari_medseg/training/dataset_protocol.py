@@ -37,8 +37,12 @@ def score_volume(
     prediction_indices: np.ndarray, truth: np.ndarray, case: str, model: str, spacing=None
 ) -> list[dict]:
     rows = evaluate_segmentation(
-        prediction_indices.astype(np.int64), truth.astype(np.int64),
-        class_values=list(ACDC_CLASSES), spacing=spacing, class_names=ACDC_CLASSES, case=case,
+        prediction_indices.astype(np.int64),
+        truth.astype(np.int64),
+        class_values=list(ACDC_CLASSES),
+        spacing=spacing,
+        class_names=ACDC_CLASSES,
+        case=case,
     )
     for r in rows:
         r["model"] = model
@@ -71,8 +75,10 @@ class ProtocolResult:
         for model, by_class in summary_table(self.rows).items():
             dice = [by_class[c]["dice"] for c in ACDC_CLASSES]
             hd = [by_class[c]["hd95"] for c in ACDC_CLASSES]
-            lines.append(f"{model:14s} {dice[0]:7.4f}  {dice[1]:8.4f}  {dice[2]:7.4f}  "
-                         f"{np.mean(dice):9.4f}  {np.mean(hd):9.2f}")
+            lines.append(
+                f"{model:14s} {dice[0]:7.4f}  {dice[1]:8.4f}  {dice[2]:7.4f}  "
+                f"{np.mean(dice):9.4f}  {np.mean(hd):9.2f}"
+            )
         return "\n".join(lines)
 
 
@@ -95,10 +101,19 @@ def run_acdc_protocol(
         im, sd, _, _ = acdc_arrays(p, unlabelled)
         images.append(im)
         seeds.append(sd)
-    trainer = TriNetTrainer(images, seeds, ACDC_NUM_CLASSES, config, preview=None,
-                            metadata={"class_values": [0, 1, 2, 3], "unlabelled": unlabelled,
-                                      "class_names": ["background", "RV", "Myo", "LV"],
-                                      "protocol": f"acdc fold{fold}"})
+    trainer = TriNetTrainer(
+        images,
+        seeds,
+        ACDC_NUM_CLASSES,
+        config,
+        preview=None,
+        metadata={
+            "class_values": [0, 1, 2, 3],
+            "unlabelled": unlabelled,
+            "class_names": ["background", "RV", "Myo", "LV"],
+            "protocol": f"acdc fold{fold}",
+        },
+    )
     final = drive(trainer, f"fold{fold}") if drive else trainer.run()
     out.mkdir(parents=True, exist_ok=True)
     files = [save_checkpoint(trainer.state_dict(), out / "model.pt")]

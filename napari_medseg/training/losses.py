@@ -29,8 +29,13 @@ class PseudoLabelDice:
 
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
-        self._dice = DiceLoss(softmax=False, to_onehot_y=False, include_background=True,
-                              smooth_nr=1e-5, smooth_dr=1e-5)
+        self._dice = DiceLoss(
+            softmax=False,
+            to_onehot_y=False,
+            include_background=True,
+            smooth_nr=1e-5,
+            smooth_dr=1e-5,
+        )
 
     def __call__(self, logits: torch.Tensor, pseudo: torch.Tensor) -> torch.Tensor:
         prob = torch.softmax(logits, dim=1)

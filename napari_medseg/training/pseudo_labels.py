@@ -54,8 +54,11 @@ def random_walker_labels(
         chan = img.shape[0] > 1
         data = np.moveaxis(img, 0, -1) if chan else img[0]
         try:
-            seg = random_walker(data, rw_seeds, beta=beta, mode="cg_j", tol=1e-3,
-                                channel_axis=-1 if chan else None)
+            # "bf" (a direct sparse solve) is faster and more predictable than the iterative
+            # solvers on slice-sized problems, which sometimes converge slowly
+            seg = random_walker(
+                data, rw_seeds, beta=beta, mode="bf", channel_axis=-1 if chan else None
+            )
         except Exception:  # degenerate slices (constant image): fall back to seeds only
             continue
         out[z] = present[np.clip(seg - 1, 0, present.size - 1)]

@@ -2,7 +2,8 @@
 
 Each step trains every network on a batch of scribbled crops with
 
-    loss_i = pCE(scribbles) + w_rw · CE(random-walker labels) + w_ps · Dice(p_i, ensemble pseudo label)
+    loss_i = pCE(scribbles) + w_rw · CE(random-walker labels)
+             + w_ps · Dice(p_i, ensemble pseudo label)
 
 where the ensemble pseudo label is argmax(α·pA + β·pB + γ·pC) with (α, β, γ) drawn uniformly on
 the simplex every step (Weak-Mamba-UNet). The iterator yields a :class:`TrainerUpdate` after every
@@ -25,11 +26,12 @@ import torch
 from torch import nn
 
 from ..device import default_preset, resolve_device
-from ..inference import predict_probabilities
+from ..inference import Prediction, combine_predictions, predict_models
 from ..models import create_model
 from .augmentation import augment_batch
 from .losses import IGNORE_INDEX, PseudoLabelDice, partial_cross_entropy
 from .pseudo_labels import ensemble_pseudo_label, random_simplex_weights, random_walker_labels
+from .resolution import resize_image, resize_seeds, scaled_size, working_scale
 from .schedule import poly_lr
 
 DEFAULT_TRIO = ("unet", "swin_unet", "mamba_unet")
@@ -59,6 +61,7 @@ class TrainConfig:
     preview_every_seconds: float | None = 5.0
     preview_first_after_steps: int = 1
     predict_batch_size: int = 4
+    max_side: int | None = None  # working resolution: longest side in pixels (None = native)
 
     def budget_progress(self, iteration: int, elapsed: float) -> float | None:
         parts = []
@@ -79,16 +82,6 @@ class TrainConfig:
         if "models" in known:
             known["models"] = tuple(known["models"])
         return cls(**known)
-
-
-@dataclass
-class Prediction:
-    """Class indices (not user label values) per network and for the ensemble."""
-
-    per_model: dict[str, np.ndarray]  # key -> (Z, H, W) uint8
-    ensemble: np.ndarray  # (Z, H, W) uint8
-    disagreement: np.ndarray  # (Z, H, W) float32 in [0, 1]
-    ensemble_probabilities: np.ndarray | None = None  # (Z, K, H, W) float32
 
 
 @dataclass
@@ -145,7 +138,12 @@ class TriNetTrainer:
         self.num_classes = int(num_classes)
         self.in_channels = int(images[0].shape[1])
         for im, sd in zip(images, seeds):
-            if im.ndim != 4 or sd.ndim != 3 or im.shape[0] != sd.shape[0] or im.shape[2:] != sd.shape[1:]:
+            if (
+                im.ndim != 4
+                or sd.ndim != 3
+                or im.shape[0] != sd.shape[0]
+                or im.shape[2:] != sd.shape[1:]
+            ):
                 raise ValueError(
                     f"image {im.shape} and scribbles {sd.shape} do not match: expected "
                     "(Z, C, H, W) and (Z, H, W)"
@@ -154,7 +152,12 @@ class TriNetTrainer:
                 raise ValueError("all images must have the same number of channels")
         self.metadata = dict(metadata or {})
         self.preview = preview
-        self._images = [np.ascontiguousarray(im, dtype=np.float32) for im in images]
+        largest = max(max(im.shape[-2:]) for im in images)
+        self.scale = working_scale((largest, largest), cfg.max_side)
+        self._native_images = [np.ascontiguousarray(im, dtype=np.float32) for im in images]
+        self._images = [
+            resize_image(im, scaled_size(im.shape[-2:], self.scale)) for im in self._native_images
+        ]
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pending_seeds: list[np.ndarray] | None = None
@@ -166,12 +169,13 @@ class TriNetTrainer:
         self.keys = slot_keys(cfg.models)
         self.models: dict[str, nn.Module] = {}
         for key, name in zip(self.keys, cfg.models):
-            self.models[key] = create_model(name, self.in_channels, self.num_classes, cfg.preset).to(
-                self.device
-            )
+            self.models[key] = create_model(
+                name, self.in_channels, self.num_classes, cfg.preset
+            ).to(self.device)
         self.optimizers = {
-            k: torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay)
+            k: torch.optim.SGD(
+                m.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            )
             for k, m in self.models.items()
         }
         self.iteration = 0
@@ -187,10 +191,16 @@ class TriNetTrainer:
                     f"scribble class indices must lie in -1..{self.num_classes - 1}; got "
                     f"{int(s.min())}..{int(s.max())}"
                 )
-        self._seeds = [np.ascontiguousarray(s, dtype=np.int64) for s in seeds]
+        self._seeds = [
+            resize_seeds(np.ascontiguousarray(s, dtype=np.int64), im.shape[-2:], self.num_classes)
+            for s, im in zip(seeds, self._images)
+        ]
         # slices that hold at least one stroke are the only ones worth sampling
         self._slices = [
-            (i, z) for i, s in enumerate(self._seeds) for z in range(s.shape[0]) if (s[z] >= 0).any()
+            (i, z)
+            for i, s in enumerate(self._seeds)
+            for z in range(s.shape[0])
+            if (s[z] >= 0).any()
         ]
         if not self._slices:
             raise ValueError("the scribbles have no labelled pixels — draw at least one stroke")
@@ -329,12 +339,19 @@ class TriNetTrainer:
                 losses=losses,
                 iterations_per_second=done_here / max(elapsed, 1e-9),
             )
-            due = cfg.preview_every_seconds is not None and self.preview is not None and (
-                (last_preview is None and done_here >= cfg.preview_first_after_steps)
-                or (last_preview is not None and elapsed - last_preview >= cfg.preview_every_seconds)
+            due = (
+                cfg.preview_every_seconds is not None
+                and self.preview is not None
+                and (
+                    (last_preview is None and done_here >= cfg.preview_first_after_steps)
+                    or (
+                        last_preview is not None
+                        and elapsed - last_preview >= cfg.preview_every_seconds
+                    )
+                )
             )
             if due:
-                update.prediction = self.predict(self._images[self.preview])
+                update.prediction = self.predict(self._native_images[self.preview])
                 last_preview = time.perf_counter() - start
             yield update
         elapsed = time.perf_counter() - start
@@ -350,24 +367,27 @@ class TriNetTrainer:
             message="stopped" if self._stop.is_set() else "finished",
         )
         if self.preview is not None and not self._stop.is_set():
-            final.prediction = self.predict(self._images[self.preview])
+            final.prediction = self.predict(self._native_images[self.preview])
         yield final
 
     def run(self) -> TrainerUpdate:
         """Runs :meth:`steps` to the end and returns the final update."""
-        last = None
-        for last in self.steps():
-            pass
-        return last
+        final = None
+        for update in self.steps():
+            final = update
+        return final
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def predict(self, image: np.ndarray, with_probabilities: bool = False) -> Prediction:
-        """Predicts a (Z, C, H, W) image with every network; ensemble = mean probability."""
-        probs = {
-            k: predict_probabilities(m, image, self.device, self.config.predict_batch_size)
-            for k, m in self.models.items()
-        }
+        """Predicts a (Z, C, H, W) image with every network; ensemble = mean probability.
+
+        The image is taken at its native size and brought to the training's working resolution
+        (the same factor, so structures keep the apparent size the networks learnt).
+        """
+        probs = predict_models(
+            self.models, image, self.device, self.scale, self.config.predict_batch_size
+        )
         return combine_predictions(probs, with_probabilities)
 
     # ------------------------------------------------------------------ state
@@ -379,10 +399,17 @@ class TriNetTrainer:
             "in_channels": self.in_channels,
             "num_classes": self.num_classes,
             "iteration": self.iteration,
+            "working_scale": self.scale,
             "slots": [
-                {"key": k, "name": n, "preset": self.config.preset,
-                 "state_dict": {p: t.detach().cpu() for p, t in self.models[k].state_dict().items()},
-                 "optimizer": self.optimizers[k].state_dict()}
+                {
+                    "key": k,
+                    "name": n,
+                    "preset": self.config.preset,
+                    "state_dict": {
+                        p: t.detach().cpu() for p, t in self.models[k].state_dict().items()
+                    },
+                    "optimizer": self.optimizers[k].state_dict(),
+                }
                 for k, n in zip(self.keys, self.config.models)
             ],
             "metadata": self.metadata,
@@ -392,8 +419,9 @@ class TriNetTrainer:
         """Loads a saved trio (same architectures and class count) to continue or fine-tune."""
         from ..checkpoints import check_compatible
 
-        check_compatible(state, self.config.models, self.in_channels, self.num_classes,
-                         self.config.preset)
+        check_compatible(
+            state, self.config.models, self.in_channels, self.num_classes, self.config.preset
+        )
         for slot, key in zip(state["slots"], self.keys):
             self.models[key].load_state_dict(slot["state_dict"])
             if slot.get("optimizer"):
@@ -404,16 +432,3 @@ class TriNetTrainer:
         self.iteration = int(state.get("iteration", 0))
         for k, v in state.get("metadata", {}).items():
             self.metadata.setdefault(k, v)
-
-
-def combine_predictions(
-    probs: dict[str, np.ndarray], with_probabilities: bool = False
-) -> Prediction:
-    """Per-model argmax, ensemble argmax of the mean, and where the models disagree."""
-    per_model = {k: p.argmax(axis=1).astype(np.uint8) for k, p in probs.items()}
-    mean = np.mean(np.stack(list(probs.values())), axis=0)
-    ensemble = mean.argmax(axis=1).astype(np.uint8)
-    stacked = np.stack(list(per_model.values()))
-    # fraction of networks whose vote differs from the ensemble: 0 = all agree
-    disagreement = (stacked != ensemble[None]).mean(axis=0).astype(np.float32)
-    return Prediction(per_model, ensemble, disagreement, mean if with_probabilities else None)
