@@ -5,7 +5,7 @@ benchmark measures ours in a real viewer (run it under Xvfb on a headless machin
 
 * a ``QTimer`` firing every 10 ms records the real time between event-loop ticks; the
   longest gap while training runs is what a user feels as a frozen viewer (target ≤ 100 ms);
-* the time from pressing Train to the first prediction layer (target ≤ 5 s);
+* the time from pressing Train to the first prediction on screen (target ≤ 5 s);
 * how long Stop takes, and the longest time the GUI thread spent handling one update.
 
 The scenario: open the MRI sample with the widget docked, record an idle baseline, press
@@ -75,16 +75,22 @@ def run(args: argparse.Namespace) -> dict:
         handler_ms.append((time.perf_counter() - t0) * 1000.0)
         if upd.labels is not None:
             refreshes.append(time.perf_counter())
+            marks.setdefault("first", refreshes[-1])
         marks["iteration"] = upd.iteration
         marks["speed"] = upd.iterations_per_second
 
     widget._on_train_update = timed_update
 
-    def on_insert(event):
-        if event.value.name.startswith("medseg: ") and "first" not in marks:
-            marks["first"] = time.perf_counter()
+    op_ms: list[float] = []
+    run_op = widget._run_layer_op
 
-    viewer.layers.events.inserted.connect(on_insert)
+    def timed_op():  # one layer creation/update per event-loop pass (see the widget)
+        t0 = time.perf_counter()
+        run_op()
+        op_ms.append((time.perf_counter() - t0) * 1000.0)
+
+    widget._layer_timer.timeout.disconnect()
+    widget._layer_timer.timeout.connect(timed_op)
     rng = np.random.default_rng(0)
 
     def paint():
@@ -138,6 +144,7 @@ def run(args: argparse.Namespace) -> dict:
         "speed": marks.get("speed", float("nan")),
         "refreshes": len(refreshes),
         "handler_max": max(handler_ms) if handler_ms else float("nan"),
+        "op_max": max(op_ms) if op_ms else float("nan"),
         "strokes": marks.get("strokes", 0),
         "shape": tuple(image.data.shape),
     }
@@ -163,13 +170,14 @@ def table(r: dict, args: argparse.Namespace) -> str:
         ("gaps > 100 ms", f"{r['gaps_over_100']} of {r['ticks']}", "", ""),
         ("idle baseline: longest gap (ms)", _fmt(r["idle_max"]), "", ""),
         (
-            "Train → first prediction layer (s)",
+            "Train → first prediction shown (s)",
             _fmt(r["first"], 2),
             f"≤ {FIRST_TARGET_S:g}",
             ok(r["first"], FIRST_TARGET_S),
         ),
         ("Stop → worker finished (s)", _fmt(r["stop"], 2), "", ""),
         ("longest GUI-thread update handler (ms)", _fmt(r["handler_max"]), "", ""),
+        ("longest layer creation/update slot (ms)", _fmt(r["op_max"]), "", ""),
         ("iterations / speed (it/s)", f"{r['iterations']} / {_fmt(r['speed'], 2)}", "", ""),
         ("prediction refreshes / strokes drawn", f"{r['refreshes']} / {r['strokes']}", "", ""),
     ]

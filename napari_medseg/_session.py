@@ -315,6 +315,14 @@ class TrainingSession:
         self.request = request
         if self._stop.is_set():
             trainer.request_stop()
+        # inputs are valid and the networks exist: the GUI can set up its layers while the
+        # first step runs
+        yield LayerUpdate(
+            stage="ready",
+            run_total=int(request.iterations),
+            device=str(trainer.device),
+            preset=str(trainer.config.preset),
+        )
         start_iteration = trainer.iteration
         first = True
         for upd in trainer.steps():

@@ -530,6 +530,12 @@ class MedSegWidget(QWidget):
             notify("warning", w)
         if upd.stage == "preparing":
             return
+        if upd.stage == "ready":
+            image = self._layer_or_none(self._prediction_image, Image)
+            if image is not None:
+                self._prepare_layers(image)
+            self.status_label.setText(f"Training on {upd.device} ({upd.preset})…")
+            return
         self._last_update = upd
         loss = upd.losses.get("total", float("nan"))
         per_model = " · ".join(
@@ -594,6 +600,9 @@ class MedSegWidget(QWidget):
                 layer.refresh()
                 return
         if layer is not None and tuple(layer.data.shape) == tuple(data.shape):
+            if layer.metadata.get("medseg_classes") != num_classes:
+                layer.colormap = label_colormap(num_classes, show_background=False)
+                layer.metadata["medseg_classes"] = num_classes
             layer.data = data
             return
         if layer is not None:
@@ -604,8 +613,28 @@ class MedSegWidget(QWidget):
             colormap=label_colormap(num_classes, show_background=False),
             opacity=0.6,
             visible=visible,
+            metadata={"medseg_classes": num_classes},
             **spatial_transform(image),
         )
+
+    def _prepare_layers(self, image: Image) -> None:
+        """Creates the (empty) prediction layers while the first training step runs.
+
+        Adding a napari layer is the most expensive thing the GUI thread does here (vispy
+        visuals and overlays); done now, the first prediction is a cheap data assignment.
+        """
+        full = spatial_shape(image.data.shape, image.rgb)
+        empty = LayerUpdate(
+            labels={key: np.zeros(full, np.uint8) for key in self._slot_titles},
+            ensemble=np.zeros(full, np.uint8),
+            disagreement=np.zeros(full, np.float32),
+        )
+        existing = [
+            self._layer_or_none(f"{PREFIX}{t}", Labels) for t in self._slot_titles.values()
+        ] + [self._layer_or_none(f"{PREFIX}ensemble", Labels)]
+        if all(la is not None and tuple(la.data.shape) == tuple(full) for la in existing):
+            return
+        self._show_prediction(empty, image)
 
     def _show_prediction(
         self, upd: LayerUpdate, image: Image, suffix: str = "", slice_index: int | None = None

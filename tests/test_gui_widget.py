@@ -120,7 +120,12 @@ def test_train_live_stop_save_load_finetune(make_napari_viewer, qtbot, notes, tm
 
     w.start_training()
     assert w.is_training and not w.train_btn.isEnabled() and w.stop_btn.isEnabled()
-    qtbot.waitUntil(lambda: "medseg: disagreement" in viewer.layers, timeout=TIMEOUT_MS)
+
+    def first_prediction_shown():
+        ens = w._layer_or_none("medseg: ensemble", napari.layers.Labels)
+        return ens is not None and ens.data.max() > 0 and not w.layers_pending
+
+    qtbot.waitUntil(first_prediction_shown, timeout=TIMEOUT_MS)
     names = {la.name for la in _medseg_labels(viewer)}
     assert names == {"medseg: UNet", "medseg: UNet 2", "medseg: UNet 3", "medseg: ensemble"}
     for la in _medseg_labels(viewer):
@@ -206,6 +211,7 @@ def test_rgb_image_trains_to_2d_layers(make_napari_viewer, qtbot, notes):
     w.start_training()
     _wait_idle(qtbot, w)
     assert not _messages(notes), notes
+    assert len(_medseg_labels(viewer)) == 4
     for la in _medseg_labels(viewer):
         assert la.data.shape == img.shape[:2]
         assert set(np.unique(la.data)) <= {1, 2}
