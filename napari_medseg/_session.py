@@ -52,6 +52,7 @@ class TrainRequest:
     spacing: tuple[float, ...] | None = None
     threads: int | None = None  # torch CPU threads in the worker; None: all cores but one
     rw_weight: float | None = None  # None: the engine's default
+    max_side: int | None = None  # working resolution (longest side); None: native size
 
 
 @dataclass
@@ -292,6 +293,8 @@ class TrainingSession:
             )
             if request.rw_weight is not None:
                 cfg.rw_weight = float(request.rw_weight)
+            if request.max_side:
+                cfg.max_side = int(request.max_side)
             if self._stop.is_set():
                 yield LayerUpdate(stage="done", done=True, stopped=True)
                 return
@@ -438,7 +441,7 @@ class TrainingSession:
         the image, or the one slice (H, W) when ``slice_index`` is given.
         """
         from .data.normalization import normalize_image, restore_layout
-        from .training.trainer import combine_predictions
+        from .inference import combine_predictions, predict_models
 
         if not self.has_model:
             raise GuiError("no model yet — press Train (or Load model) before predicting")
@@ -478,10 +481,9 @@ class TrainingSession:
                         or range(1, self.trainer.num_classes + 1)
                     )
                 else:
-                    from .inference import predict_probabilities
-
                     models = self._models_from_loaded(dev)
-                    probs = {k: predict_probabilities(m, data, dev) for k, m in models.items()}
+                    scale = float(self.loaded_state.get("working_scale", 1.0))
+                    probs = predict_models(models, data, dev, scale)
                     pred = combine_predictions(probs)
                     meta = self.loaded_state.get("metadata", {})
                     values = tuple(

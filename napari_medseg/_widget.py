@@ -230,6 +230,16 @@ class MedSegWidget(QWidget):
         self.preview_spin.setToolTip("How often the prediction layers refresh while training")
         grid.addWidget(QLabel("Refresh every"), r + 3, 0)
         grid.addWidget(self.preview_spin, r + 3, 1)
+        self.max_side_spin = QSpinBox()
+        self.max_side_spin.setRange(0, 8192)
+        self.max_side_spin.setSingleStep(64)
+        self.max_side_spin.setSpecialValueText("native")
+        self.max_side_spin.setToolTip(
+            "Train and predict at a reduced size (longest side in pixels) — much faster on a "
+            "CPU for large photographs; predictions are brought back to the full size"
+        )
+        grid.addWidget(QLabel("Max side"), r + 3, 2)
+        grid.addWidget(self.max_side_spin, r + 3, 3)
         root.addWidget(model_box)
 
         buttons = QHBoxLayout()
@@ -484,6 +494,7 @@ class MedSegWidget(QWidget):
             batch_size=self.batch_spin.value(),
             patch_size=self.patch_spin.value(),
             preview_every_seconds=self.preview_spin.value(),
+            max_side=self.max_side_spin.value() or None,
             truth=truth,
             spacing=tuple(spatial_transform(image)["scale"]),
         )

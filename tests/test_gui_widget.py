@@ -208,8 +208,10 @@ def test_rgb_image_trains_to_2d_layers(make_napari_viewer, qtbot, notes):
     viewer.add_labels(scr, name="tiny scribbles")
     w = _widget(viewer, iterations=2)
     assert w.class_names() == ["background", "lesion"]
+    w.max_side_spin.setValue(32)  # train at half size; layers still come back full size
     w.start_training()
     _wait_idle(qtbot, w)
+    assert w.session.trainer.scale == pytest.approx(0.5)
     assert not _messages(notes), notes
     assert len(_medseg_labels(viewer)) == 4
     for la in _medseg_labels(viewer):
