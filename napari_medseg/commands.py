@@ -318,7 +318,12 @@ def cmd_gui(args) -> int:
             f"the napari GUI is not installed ({e}); "
             "install it with: pip install 'napari-medseg[gui]'"
         ) from None
-    launch_gui(sample=None if args.sample == "none" else args.sample)
+    from ._launcher import GuiUnavailableError
+
+    try:
+        launch_gui(sample=None if args.sample == "none" else args.sample)
+    except GuiUnavailableError as e:
+        raise CliError(str(e)) from None
     return 0
 
 

@@ -255,3 +255,21 @@ def test_working_resolution_keeps_thin_strokes_and_predicts_native_size():
     assert tr._images[0].shape[-2:] == (20, 18)
     pred = tr.run().prediction
     assert pred.ensemble.shape == (2, 40, 36)
+
+
+def test_invalid_new_scribbles_are_ignored_with_a_message():
+    tr, task = _trainer(iterations=2, models=("unet", "unet"))
+    it = tr.steps()
+    next(it)
+    tr.update_scribbles([np.full_like(task.seeds[0], -1)])
+    upd = next(it)
+    assert "ignored" in upd.message and upd.iteration == 2
+    assert (tr._seeds[0] >= 0).any()
+
+
+def test_stop_requested_before_steps_is_honoured_and_resume_works():
+    tr, _ = _trainer(iterations=3, models=("unet", "unet"))
+    tr.request_stop()
+    ups = list(tr.steps())
+    assert len(ups) == 1 and ups[0].stopped and ups[0].iteration == 0
+    assert list(tr.steps())[-1].iteration == 3

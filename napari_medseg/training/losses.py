@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceLoss
 
 IGNORE_INDEX = -1
 
@@ -28,6 +27,8 @@ class PseudoLabelDice:
     """
 
     def __init__(self, num_classes: int):
+        from monai.losses import DiceLoss  # imported here: MONAI takes seconds to import
+
         self.num_classes = num_classes
         self._dice = DiceLoss(
             softmax=False,

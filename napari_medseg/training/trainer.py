@@ -16,6 +16,7 @@ before its next step; ``update_scribbles`` swaps the scribbles used by the follo
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -161,6 +162,7 @@ class TriNetTrainer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pending_seeds: list[np.ndarray] | None = None
+        self._rw_cache: dict[tuple[int, int], tuple[bytes, np.ndarray]] = {}
         self._set_seeds([np.asarray(s) for s in seeds])
 
         torch.manual_seed(cfg.seed)
@@ -191,20 +193,23 @@ class TriNetTrainer:
                     f"scribble class indices must lie in -1..{self.num_classes - 1}; got "
                     f"{int(s.min())}..{int(s.max())}"
                 )
-        self._seeds = [
+        if len(seeds) != len(self._images) or any(
+            s.shape != (im.shape[0], *n.shape[-2:])
+            for s, im, n in zip(seeds, self._images, self._native_images)
+        ):
+            raise ValueError("the scribbles no longer match the image's shape")
+        resized = [
             resize_seeds(np.ascontiguousarray(s, dtype=np.int64), im.shape[-2:], self.num_classes)
             for s, im in zip(seeds, self._images)
         ]
         # slices that hold at least one stroke are the only ones worth sampling
-        self._slices = [
-            (i, z)
-            for i, s in enumerate(self._seeds)
-            for z in range(s.shape[0])
-            if (s[z] >= 0).any()
+        slices = [
+            (i, z) for i, s in enumerate(resized) for z in range(s.shape[0]) if (s[z] >= 0).any()
         ]
-        if not self._slices:
+        if not slices:
             raise ValueError("the scribbles have no labelled pixels — draw at least one stroke")
-        self._rw: list[np.ndarray] | None = None
+        self._seeds, self._slices = resized, slices
+        self._rw: list[np.ndarray] | None = None  # rebuilt lazily (cached per slice)
 
     def update_scribbles(self, seeds: Sequence[np.ndarray]) -> None:
         """Replaces the scribbles; taken up before the next step (safe from any thread)."""
@@ -219,12 +224,21 @@ class TriNetTrainer:
         return self._stop.is_set()
 
     def _random_walker(self) -> list[np.ndarray]:
-        if self._rw is None:
-            self._rw = [
-                random_walker_labels(im, sd, self.num_classes, beta=self.config.rw_beta)
-                for im, sd in zip(self._images, self._seeds)
-            ]
-        return self._rw
+        """Random-walker labels, recomputed only for slices whose scribbles changed."""
+        out = []
+        for i, (im, sd) in enumerate(zip(self._images, self._seeds)):
+            vol = np.full(sd.shape, -1, dtype=np.int64)
+            for z in range(sd.shape[0]):
+                key = hashlib.blake2b(sd[z].tobytes(), digest_size=16).digest()
+                cached = self._rw_cache.get((i, z))
+                if cached is None or cached[0] != key:
+                    lab = random_walker_labels(
+                        im[z : z + 1], sd[z : z + 1], self.num_classes, beta=self.config.rw_beta
+                    )[0]
+                    cached = self._rw_cache[(i, z)] = (key, lab)
+                vol[z] = cached[1]
+            out.append(vol)
+        return out
 
     # ------------------------------------------------------------------ batches
     def _crop(self, arr: np.ndarray, y0: int, x0: int, p: int, fill) -> np.ndarray:
@@ -239,7 +253,9 @@ class TriNetTrainer:
         cfg = self.config
         p = cfg.patch_size
         imgs, segs, rws = [], [], []
-        rw = self._random_walker() if use_rw else None
+        if use_rw and self._rw is None:
+            self._rw = self._random_walker()
+        rw = self._rw if use_rw else None
         for _ in range(cfg.batch_size):
             i, z = self._slices[int(self._rng.integers(len(self._slices)))]
             img, sd = self._images[i][z], self._seeds[i][z]
@@ -310,17 +326,22 @@ class TriNetTrainer:
     def steps(self) -> Iterator[TrainerUpdate]:
         """Trains until the budget is spent or a stop is requested, yielding after each step."""
         cfg = self.config
-        self._stop.clear()
         start = time.perf_counter()
         last_preview = None
         done_here = 0
         lr = cfg.lr
         losses: dict[str, float] = {}
+        seed_message = ""
         while True:
             with self._lock:
-                if self._pending_seeds is not None:
-                    self._set_seeds(self._pending_seeds)
-                    self._pending_seeds = None
+                pending, self._pending_seeds = self._pending_seeds, None
+            if pending is not None:
+                try:
+                    self._set_seeds(pending)
+                except ValueError as e:  # keep training on the previous scribbles
+                    seed_message = f"new scribbles ignored: {e}"
+                else:
+                    seed_message = ""
             elapsed = time.perf_counter() - start
             progress = cfg.budget_progress(done_here, elapsed)
             if self._stop.is_set() or (progress is not None and progress >= 1.0):
@@ -338,7 +359,9 @@ class TriNetTrainer:
                 lr=lr,
                 losses=losses,
                 iterations_per_second=done_here / max(elapsed, 1e-9),
+                message=seed_message,
             )
+            seed_message = ""
             due = (
                 cfg.preview_every_seconds is not None
                 and self.preview is not None
@@ -368,6 +391,7 @@ class TriNetTrainer:
         )
         if self.preview is not None and not self._stop.is_set():
             final.prediction = self.predict(self._native_images[self.preview])
+        self._stop.clear()  # a later steps() call resumes; a stop asked before this one counted
         yield final
 
     def run(self) -> TrainerUpdate:
