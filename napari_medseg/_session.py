@@ -293,8 +293,8 @@ class TrainingSession:
             )
             if request.rw_weight is not None:
                 cfg.rw_weight = float(request.rw_weight)
-            if request.max_side:
-                cfg.max_side = int(request.max_side)
+            if request.max_side is not None:
+                cfg.max_side = int(request.max_side)  # 0 = native resolution
             if self._stop.is_set():
                 yield LayerUpdate(stage="done", done=True, stopped=True)
                 return

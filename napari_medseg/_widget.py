@@ -145,6 +145,19 @@ class MedSegWidget(QWidget):
         self._warmup.start()
 
     # ================================================================== layout
+
+    def _apply_preset_defaults(self, preset: str) -> None:
+        """Learning rate, batch, patch and working size follow the preset's training recipe."""
+        from .training.trainer import PRESET_DEFAULTS
+
+        d = PRESET_DEFAULTS.get(preset)
+        if not d:
+            return
+        self.lr_spin.setValue(d["lr"])
+        self.batch_spin.setValue(d["batch_size"])
+        self.patch_spin.setValue(d["patch_size"])
+        self.max_side_spin.setValue(d["max_side"] or 0)
+
     def _build(self) -> None:
         from .device import DEVICE_CHOICES
         from .models import list_models, model_info
@@ -240,6 +253,8 @@ class MedSegWidget(QWidget):
         )
         grid.addWidget(QLabel("Max side"), r + 3, 2)
         grid.addWidget(self.max_side_spin, r + 3, 3)
+        self.preset_combo.currentTextChanged.connect(self._apply_preset_defaults)
+        self._apply_preset_defaults(self.preset_combo.currentText())
         root.addWidget(model_box)
 
         buttons = QHBoxLayout()
@@ -494,7 +509,7 @@ class MedSegWidget(QWidget):
             batch_size=self.batch_spin.value(),
             patch_size=self.patch_spin.value(),
             preview_every_seconds=self.preview_spin.value(),
-            max_side=self.max_side_spin.value() or None,
+            max_side=self.max_side_spin.value(),
             truth=truth,
             spacing=tuple(spatial_transform(image)["scale"]),
         )

@@ -1,6 +1,6 @@
 """Registry of segmentation architectures, looked up by name.
 
-Every architecture file registers a factory ``factory(in_channels, num_classes, preset) -> nn.Module``
+Every architecture file registers ``factory(in_channels, num_classes, preset) -> nn.Module``
 with :func:`register_model`. :func:`create_model` wraps the result in :class:`PadToMultiple` so
 that any H x W works: the image is padded (reflect) to the multiple the network needs and the
 logits are cropped back, which keeps per-architecture code free of size bookkeeping.
@@ -77,9 +77,7 @@ def model_info(name: str) -> ModelInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
-            f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}"
-        ) from None
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}") from None
 
 
 class PadToMultiple(nn.Module):

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 IGNORE_INDEX = -1
 
 
-def partial_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def partial_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy over scribbled pixels only (``target == IGNORE_INDEX`` elsewhere).
 
     Returns 0 (with a graph) when a batch happens to contain no scribbled pixel, so that a
@@ -17,7 +19,25 @@ def partial_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.T
     valid = target != IGNORE_INDEX
     if not bool(valid.any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, target.long(), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits, target.long(), weight=weight, ignore_index=IGNORE_INDEX)
+
+
+def balanced_class_weights(labels: list, num_classes: int, clip: float = 10.0) -> torch.Tensor:
+    """Inverse-frequency weights over the labelled pixels, clipped to [1/clip, clip].
+
+    Scribbles of a small structure have few pixels next to long background strokes: unweighted,
+    a network's first hundred steps learn "background everywhere".
+    """
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for lab in labels:
+        t = torch.as_tensor(lab)
+        t = t[t >= 0]
+        counts += torch.bincount(t.flatten(), minlength=num_classes)[:num_classes].double()
+    present = counts > 0
+    w = torch.ones(num_classes, dtype=torch.float64)
+    w[present] = counts[present].sum() / (present.sum() * counts[present])
+    w = w.clamp(1.0 / clip, clip)
+    return (w / w[present].mean()).float()
 
 
 class PseudoLabelDice:

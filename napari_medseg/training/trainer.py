@@ -30,12 +30,46 @@ from ..device import default_preset, resolve_device
 from ..inference import Prediction, combine_predictions, predict_models
 from ..models import create_model
 from .augmentation import augment_batch
-from .losses import IGNORE_INDEX, PseudoLabelDice, partial_cross_entropy
+from .losses import (
+    IGNORE_INDEX,
+    PseudoLabelDice,
+    balanced_class_weights,
+    partial_cross_entropy,
+)
 from .pseudo_labels import ensemble_pseudo_label, random_simplex_weights, random_walker_labels
 from .resolution import resize_image, resize_seeds, scaled_size, working_scale
 from .schedule import poly_lr
 
 DEFAULT_TRIO = ("unet", "swin_unet", "mamba_unet")
+
+# Below this many iterations BatchNorm statistics are re-estimated before each prediction.
+BN_RECALIBRATE_BELOW = 2000
+
+# Training defaults per preset. `paper` is the published recipe (SGD 0.01, poly, native
+# resolution) for a GPU and many iterations. `lite` is for a CPU and a minute: a step is
+# ~10x cheaper (working resolution 128 px, 4 crops of 64²) so the trio sees hundreds of
+# batches, and AdamW plus a stronger random-walker target converge in that few steps
+# (measured on ACDC volumes, see BENCHMARKS.md).
+PRESET_DEFAULTS: dict[str, dict] = {
+    "lite": dict(
+        batch_size=4,
+        patch_size=64,
+        max_side=128,
+        optimizer="adamw",
+        lr=3e-3,
+        rw_weight=1.0,
+        pseudo_rampup=0.3,
+    ),
+    "paper": dict(
+        batch_size=8,
+        patch_size=256,
+        max_side=0,
+        optimizer="sgd",
+        lr=0.01,
+        rw_weight=0.5,
+        pseudo_rampup=0.1,
+    ),
+}
 
 
 @dataclass
@@ -46,23 +80,33 @@ class TrainConfig:
     preset: str | None = None  # None: "paper" on CUDA, "lite" elsewhere
     iterations: int | None = None
     seconds: float | None = None
-    batch_size: int = 8
-    patch_size: int = 128
-    lr: float = 0.01
+    # None: the preset's default (PRESET_DEFAULTS)
+    batch_size: int | None = None
+    patch_size: int | None = None
+    optimizer: str | None = None  # "sgd" (the paper's) or "adamw" (fewer steps to converge)
+    lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
     pseudo_weight: float = 1.0
-    pseudo_rampup: float = 0.1  # fraction of the budget over which the ensemble loss ramps up
-    rw_weight: float = 0.5  # 0 disables the random-walker target
+    pseudo_rampup: float | None = None  # fraction of the budget over which Dice ramps up
+    rw_weight: float | None = None  # 0 disables the random-walker target
     rw_beta: float = 130.0
+    balance_classes: bool = True  # inverse-frequency weights in both cross-entropies
     augment: bool = True
     device: str = "auto"
     seed: int = 0
     preview_every_seconds: float | None = 5.0
     preview_first_after_steps: int = 1
     predict_batch_size: int = 4
-    max_side: int | None = None  # working resolution: longest side in pixels (None = native)
+    max_side: int | None = None  # working resolution: longest side in px (0 = native)
+
+    def resolve(self, preset: str) -> None:
+        """Fills the fields left ``None`` with the preset's defaults."""
+        self.preset = preset
+        for k, v in PRESET_DEFAULTS.get(preset, PRESET_DEFAULTS["paper"]).items():
+            if getattr(self, k) is None:
+                setattr(self, k, v)
 
     def budget_progress(self, iteration: int, elapsed: float) -> float | None:
         parts = []
@@ -134,8 +178,7 @@ class TriNetTrainer:
         if len(images) != len(seeds) or not images:
             raise ValueError("give one seed array per image (and at least one image)")
         self.device = resolve_device(cfg.device)
-        if cfg.preset is None:
-            cfg.preset = default_preset(self.device)
+        cfg.resolve(cfg.preset or default_preset(self.device))
         self.num_classes = int(num_classes)
         self.in_channels = int(images[0].shape[1])
         for im, sd in zip(images, seeds):
@@ -174,16 +217,21 @@ class TriNetTrainer:
             self.models[key] = create_model(
                 name, self.in_channels, self.num_classes, cfg.preset
             ).to(self.device)
-        self.optimizers = {
-            k: torch.optim.SGD(
-                m.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-            )
-            for k, m in self.models.items()
-        }
+        self.optimizers = {k: self._make_optimizer(m) for k, m in self.models.items()}
         self.iteration = 0
         self._dice = PseudoLabelDice(self.num_classes)
         if checkpoint is not None:
             self.load_state(checkpoint)
+
+    def _make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        cfg = self.config
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(
+                model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            )
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'sgd' or 'adamw'")
 
     # ------------------------------------------------------------------ scribbles
     def _set_seeds(self, seeds: list[np.ndarray]) -> None:
@@ -210,6 +258,7 @@ class TriNetTrainer:
             raise ValueError("the scribbles have no labelled pixels — draw at least one stroke")
         self._seeds, self._slices = resized, slices
         self._rw: list[np.ndarray] | None = None  # rebuilt lazily (cached per slice)
+        self._class_weights = None
 
     def update_scribbles(self, seeds: Sequence[np.ndarray]) -> None:
         """Replaces the scribbles; taken up before the next step (safe from any thread)."""
@@ -304,11 +353,21 @@ class TriNetTrainer:
         pseudo = torch.where(scribble == IGNORE_INDEX, pseudo, scribble)
         losses = {}
         total = 0.0
+        w_scr = w_rw = None
+        if cfg.balance_classes:
+            if self._class_weights is None:
+                self._class_weights = (
+                    balanced_class_weights(self._seeds, self.num_classes).to(self.device),
+                    balanced_class_weights(self._rw, self.num_classes).to(self.device)
+                    if self._rw is not None
+                    else None,
+                )
+            w_scr, w_rw = self._class_weights
         for k, lg in logits.items():
-            loss_ce = partial_cross_entropy(lg, scribble)
+            loss_ce = partial_cross_entropy(lg, scribble, w_scr)
             loss = loss_ce
             if rw is not None:
-                loss = loss + cfg.rw_weight * partial_cross_entropy(lg, rw)
+                loss = loss + cfg.rw_weight * partial_cross_entropy(lg, rw, w_rw)
             if len(self.models) > 1 and cfg.pseudo_weight > 0:
                 loss = loss + cfg.pseudo_weight * ramp * self._dice(lg, pseudo)
             losses[k] = float(loss.detach())
@@ -409,10 +468,50 @@ class TriNetTrainer:
         The image is taken at its native size and brought to the training's working resolution
         (the same factor, so structures keep the apparent size the networks learnt).
         """
+        if self.iteration < BN_RECALIBRATE_BELOW:
+            self._recalibrate_batchnorm()
         probs = predict_models(
             self.models, image, self.device, self.scale, self.config.predict_batch_size
         )
         return combine_predictions(probs, with_probabilities)
+
+    @torch.no_grad()
+    def _recalibrate_batchnorm(self, batches: int = 8) -> None:
+        """Re-estimates BatchNorm statistics from training batches before predicting.
+
+        After a few hundred steps the running averages (momentum 0.1) still remember the
+        initial weights; eval-mode predictions then collapse to one class. A handful of
+        forward passes with a cumulative average gives statistics of the current weights.
+        """
+        bns = [
+            mod
+            for m in self.models.values()
+            for mod in m.modules()
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.track_running_stats
+        ]
+        if not bns:
+            return
+        saved = [(b, b.momentum) for b in bns]
+        modes = {k: m.training for k, m in self.models.items()}
+        for b in bns:
+            b.reset_running_stats()
+            b.momentum = None
+        for m in self.models.values():
+            m.train()
+        state = self._rng.bit_generator.state  # keep training batches reproducible
+        gstate = self._gen.get_state()
+        try:
+            for _ in range(batches):
+                x, _ = self._sample_batch(False)
+                for m in self.models.values():
+                    m(x)
+        finally:
+            self._rng.bit_generator.state = state
+            self._gen.set_state(gstate)
+            for b, mom in saved:
+                b.momentum = mom
+            for k, m in self.models.items():
+                m.train(modes[k])
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
