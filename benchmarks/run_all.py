@@ -1,0 +1,68 @@
+"""Runs every benchmark one after the other (never two at once: they share the CPU).
+
+Results go to bench_output/*.md; BENCHMARKS.md quotes them with the command of each.
+
+    python benchmarks/run_all.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench_output"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true", help="3 ACDC volumes instead of 40")
+    args = p.parse_args()
+    OUT.mkdir(exist_ok=True)
+    py = sys.executable
+    acdc = ["--patients", "3,11,18"] if args.quick else []
+    jobs = [
+        [py, "benchmarks/bench_scan.py", "--out", str(OUT / "scan.md")],
+        [py, "benchmarks/bench_step.py", "--out", str(OUT / "step.md")],
+        [
+            py,
+            "-m",
+            "napari_medseg.cli",
+            "bench-models",
+            "--size",
+            "512",
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--out",
+            str(OUT / "models.md"),
+        ],
+        [
+            py,
+            "benchmarks/bench_acdc_interactive.py",
+            "--seconds",
+            "30",
+            *acdc,
+            "--out",
+            str(OUT / "acdc_interactive.md"),
+            "--csv",
+            str(OUT / "acdc_interactive.csv"),
+        ],
+    ]
+    gui = [py, "benchmarks/bench_gui_responsiveness.py", "--out", str(OUT / "gui.md")]
+    if os.environ.get("DISPLAY"):
+        jobs.append(gui)
+    elif shutil.which("xvfb-run"):
+        jobs.append(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", *gui])
+    for cmd in jobs:
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, cwd=ROOT, check=False)
+
+
+if __name__ == "__main__":
+    main()
