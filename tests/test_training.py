@@ -273,3 +273,13 @@ def test_stop_requested_before_steps_is_honoured_and_resume_works():
     ups = list(tr.steps())
     assert len(ups) == 1 and ups[0].stopped and ups[0].iteration == 0
     assert list(tr.steps())[-1].iteration == 3
+
+
+@pytest.mark.parametrize(
+    "name", ["wnet2d", "cmunext_s", "cmunext", "cmunext_l", "msnet", "m2snet", "wave_gms"]
+)
+def test_one_trio_step_with_each_seed_architecture(name):
+    tr, task = _trainer(iterations=1, models=("unet", name, "mamba_unet"), patch_size=32)
+    final = tr.run()
+    assert final.iteration == 1 and np.isfinite(final.losses[name])
+    assert final.prediction.per_model[name].shape == (2, 40, 36)
