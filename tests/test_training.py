@@ -197,7 +197,9 @@ def test_trainer_takes_up_new_scribbles_without_touching_the_callers_array():
 
 
 def test_trainer_learns_a_simple_image():
-    tr, task = _trainer(iterations=40, models=("unet", "unet"), lr=0.05, rw_weight=0.0)
+    tr, task = _trainer(
+        iterations=40, models=("unet", "unet"), optimizer="sgd", lr=0.05, rw_weight=0.0
+    )
     final = tr.run()
     img, _, truth = two_class_stack()
     acc = (task.to_values(final.prediction.ensemble) == truth).mean()
