@@ -16,7 +16,12 @@ from napari_medseg.checkpoints import (
 )
 from napari_medseg.training import InputError, TrainConfig, TriNetTrainer, prepare_interactive
 from napari_medseg.training.augmentation import augment_batch
-from napari_medseg.training.losses import IGNORE_INDEX, PseudoLabelDice, partial_cross_entropy
+from napari_medseg.training.losses import (
+    IGNORE_INDEX,
+    PseudoLabelDice,
+    balanced_class_weights,
+    partial_cross_entropy,
+)
 from napari_medseg.training.pseudo_labels import (
     ensemble_pseudo_label,
     random_simplex_weights,
@@ -109,6 +114,38 @@ def test_random_walker_respects_seeds():
     seeded = task.seeds[0] >= 0
     assert (rw[seeded] == task.seeds[0][seeded]).all()
     assert (rw == truth[None] - 1).mean() > 0.9
+
+
+def test_random_walker_confidence_leaves_uncertain_pixels_to_the_networks():
+    img, scr, truth = two_class_stack(1)
+    task = prepare_interactive(img, scr, 0)
+    full = random_walker_labels(task.images[0], task.seeds[0], 2, beta=2000)
+    sure = random_walker_labels(task.images[0], task.seeds[0], 2, beta=2000, min_confidence=0.99)
+    seeded = task.seeds[0] >= 0
+    assert (sure[seeded] == task.seeds[0][seeded]).all()  # strokes are never dropped
+    kept = sure >= 0
+    assert 0 < (~kept).sum() and kept.mean() > 0.5
+    assert (sure[kept] == full[kept]).all()  # the confident pixels keep the walker's answer
+
+
+def test_class_weights_power_tempers_inverse_frequency():
+    labels = [np.array([0] * 90 + [1] * 10)]
+    full = balanced_class_weights(labels, 2, power=1.0)
+    sqrt = balanced_class_weights(labels, 2, power=0.5)
+    none = balanced_class_weights(labels, 2, power=0.0)
+    assert torch.allclose(none, torch.ones(2))
+    assert float(full[1] / full[0]) == pytest.approx(9.0)
+    assert float(sqrt[1] / sqrt[0]) == pytest.approx(3.0)
+
+
+def test_whole_slice_batches_are_the_slices_prediction_sees():
+    tr, task = _trainer(iterations=1, patch_size=0, augment=False)
+    x, labels = tr._sample_batch(use_rw=True)
+    slices = torch.from_numpy(tr._images[0])
+    assert x.shape[-2:] == slices.shape[-2:]  # no padding, no crop
+    for b in range(x.shape[0]):
+        assert any(torch.equal(x[b], slices[z]) for z in range(slices.shape[0]))
+    assert labels[1].shape == x.shape[:1] + x.shape[-2:]
 
 
 def test_prepare_interactive_maps_values_and_back():

@@ -23,7 +23,11 @@ def ensemble_pseudo_label(probs: list[torch.Tensor], weights: torch.Tensor) -> t
 
 
 def random_walker_labels(
-    image: np.ndarray, seeds: np.ndarray, num_classes: int, beta: float = 130.0
+    image: np.ndarray,
+    seeds: np.ndarray,
+    num_classes: int,
+    beta: float = 130.0,
+    min_confidence: float = 0.0,
 ) -> np.ndarray:
     """Dense labels from scribbles by scikit-image's random walker, slice by slice.
 
@@ -32,7 +36,9 @@ def random_walker_labels(
 
     image: (Z, C, H, W) float in [0, 1]; seeds: (Z, H, W) with class indices, -1 unlabelled.
     Returns (Z, H, W) int64 class indices; slices whose seeds miss a class keep what the
-    present classes give, and slices without any seed are -1 (ignored).
+    present classes give, and slices without any seed are -1 (ignored). With
+    ``min_confidence`` > 0, pixels whose winning probability is below it are -1 as well: the
+    walker is least reliable exactly there, and the networks decide those pixels themselves.
     """
     from skimage.segmentation import random_walker
 
@@ -56,10 +62,22 @@ def random_walker_labels(
         try:
             # "bf" (a direct sparse solve) is faster and more predictable than the iterative
             # solvers on slice-sized problems, which sometimes converge slowly
-            seg = random_walker(
-                data, rw_seeds, beta=beta, mode="bf", channel_axis=-1 if chan else None
+            res = random_walker(
+                data,
+                rw_seeds,
+                beta=beta,
+                mode="bf",
+                channel_axis=-1 if chan else None,
+                return_full_prob=min_confidence > 0,
             )
         except Exception:  # degenerate slices (constant image): fall back to seeds only
             continue
-        out[z] = present[np.clip(seg - 1, 0, present.size - 1)]
+        if min_confidence > 0:
+            seg = res.argmax(axis=0) + 1
+            lab = present[np.clip(seg - 1, 0, present.size - 1)]
+            lab[res.max(axis=0) < min_confidence] = -1
+            lab[s >= 0] = s[s >= 0]
+            out[z] = lab
+        else:
+            out[z] = present[np.clip(res - 1, 0, present.size - 1)]
     return out

@@ -46,18 +46,30 @@ DEFAULT_TRIO = ("unet", "swin_unet", "mamba_unet")
 BN_RECALIBRATE_BELOW = 2000
 
 # Training defaults per preset. `paper` is the published recipe (SGD 0.01, poly, native
-# resolution) for a GPU and many iterations. `lite` is for a CPU and a minute: a step is
-# ~10x cheaper (working resolution 128 px, 4 crops of 64²) so the trio sees hundreds of
-# batches, and AdamW plus a stronger random-walker target converge in that few steps
-# (measured on ACDC volumes, see BENCHMARKS.md).
+# resolution, 256² crops with rot/flip augmentation) for a GPU and many iterations. `lite` is
+# for a CPU and a minute on the image being annotated (measured on ACDC volumes with real
+# scribbles, BENCHMARKS.md §1 and docs/design.md "The lite recipe"):
+#   * working resolution 128 px and whole slices (patch 0): training sees exactly what
+#     prediction sees — zero-padded crops against reflect-padded whole slices cost the
+#     transformer and Mamba networks most of their Dice (their token/window grids shift);
+#   * no geometric augmentation: the networks predict the very image they learn from, and
+#     rot90/flip/rotations halve what 150 steps achieve (Dice 0.45 → 0.73 for a UNet at 100);
+#   * a dense random-walker target with cross-entropy *and* Dice, only where the walker is
+#     confident (≥ 0.9; its uncertain pixels are right ~40 % of the time), with square-root
+#     class weights (full inverse weights on a 95 %-background target paint huge structures);
+#   * AdamW 3e-3, which converges in the ~150 steps a CPU minute allows.
 PRESET_DEFAULTS: dict[str, dict] = {
     "lite": dict(
         batch_size=4,
-        patch_size=64,
+        patch_size=0,
         max_side=128,
         optimizer="adamw",
         lr=3e-3,
+        augment=False,
         rw_weight=1.0,
+        rw_dice_weight=1.0,
+        rw_confidence=0.9,
+        rw_balance_power=0.5,
         pseudo_rampup=0.3,
     ),
     "paper": dict(
@@ -66,7 +78,11 @@ PRESET_DEFAULTS: dict[str, dict] = {
         max_side=0,
         optimizer="sgd",
         lr=0.01,
+        augment=True,
         rw_weight=0.5,
+        rw_dice_weight=0.0,
+        rw_confidence=0.0,
+        rw_balance_power=1.0,
         pseudo_rampup=0.1,
     ),
 }
@@ -82,7 +98,7 @@ class TrainConfig:
     seconds: float | None = None
     # None: the preset's default (PRESET_DEFAULTS)
     batch_size: int | None = None
-    patch_size: int | None = None
+    patch_size: int | None = None  # 0: whole slices (when they share one size)
     optimizer: str | None = None  # "sgd" (the paper's) or "adamw" (fewer steps to converge)
     lr: float | None = None
     momentum: float = 0.9
@@ -90,10 +106,15 @@ class TrainConfig:
     poly_power: float = 0.9
     pseudo_weight: float = 1.0
     pseudo_rampup: float | None = None  # fraction of the budget over which Dice ramps up
-    rw_weight: float | None = None  # 0 disables the random-walker target
-    rw_beta: float = 130.0
-    balance_classes: bool = True  # inverse-frequency weights in both cross-entropies
-    augment: bool = True
+    rw_weight: float | None = None  # cross-entropy to the random walker; 0 disables the walker
+    rw_dice_weight: float | None = None  # Dice to the random walker
+    rw_confidence: float | None = None  # walker pixels below this probability are ignored
+    rw_balance_power: float | None = None  # 1: inverse-frequency class weights, 0: none
+    # 2000 rather than scikit-image's 130: sharper boundaries, ACDC walker Dice 0.80 → 0.82
+    # (6 volumes), PH2 0.56 → 0.75, Kvasir unchanged (benchmarks in docs/design.md)
+    rw_beta: float = 2000.0
+    balance_classes: bool = True  # class weights in both cross-entropies
+    augment: bool | None = None  # rot90/flip, small rotations, gamma
     device: str = "auto"
     seed: int = 0
     preview_every_seconds: float | None = 5.0
@@ -282,7 +303,11 @@ class TriNetTrainer:
                 cached = self._rw_cache.get((i, z))
                 if cached is None or cached[0] != key:
                     lab = random_walker_labels(
-                        im[z : z + 1], sd[z : z + 1], self.num_classes, beta=self.config.rw_beta
+                        im[z : z + 1],
+                        sd[z : z + 1],
+                        self.num_classes,
+                        beta=self.config.rw_beta,
+                        min_confidence=self.config.rw_confidence,
                     )[0]
                     cached = self._rw_cache[(i, z)] = (key, lab)
                 vol[z] = cached[1]
@@ -298,16 +323,30 @@ class TriNetTrainer:
         out[..., ys - y0 : ye - y0, xs - x0 : xe - x0] = arr[..., ys:ye, xs:xe]
         return out
 
+    def _whole_slices(self) -> bool:
+        """Whole slices instead of crops: the patch covers every slice and all share one size."""
+        p = self.config.patch_size
+        shapes = {im.shape[-2:] for im in self._images}
+        return len(shapes) == 1 and (p <= 0 or p >= max(next(iter(shapes))))
+
     def _sample_batch(self, use_rw: bool):
         cfg = self.config
-        p = cfg.patch_size
+        p = cfg.patch_size or cfg.max_side or 256  # crop size when slices differ in size
         imgs, segs, rws = [], [], []
         if use_rw and self._rw is None:
             self._rw = self._random_walker()
         rw = self._rw if use_rw else None
+        whole = self._whole_slices()
         for _ in range(cfg.batch_size):
             i, z = self._slices[int(self._rng.integers(len(self._slices)))]
             img, sd = self._images[i][z], self._seeds[i][z]
+            if whole:
+                # exactly what prediction sees (same padding, same token/window grid)
+                imgs.append(img)
+                segs.append(sd)
+                if rw is not None:
+                    rws.append(rw[i][z])
+                continue
             h, w = sd.shape
             # centre the crop on a random stroke pixel (jittered) so every crop teaches something
             ys, xs = np.nonzero(sd >= 0)
@@ -358,7 +397,9 @@ class TriNetTrainer:
             if self._class_weights is None:
                 self._class_weights = (
                     balanced_class_weights(self._seeds, self.num_classes).to(self.device),
-                    balanced_class_weights(self._rw, self.num_classes).to(self.device)
+                    balanced_class_weights(
+                        self._rw, self.num_classes, power=cfg.rw_balance_power
+                    ).to(self.device)
                     if self._rw is not None
                     else None,
                 )
@@ -368,6 +409,8 @@ class TriNetTrainer:
             loss = loss_ce
             if rw is not None:
                 loss = loss + cfg.rw_weight * partial_cross_entropy(lg, rw, w_rw)
+                if cfg.rw_dice_weight > 0:
+                    loss = loss + cfg.rw_dice_weight * self._dice(lg, rw)
             if len(self.models) > 1 and cfg.pseudo_weight > 0:
                 loss = loss + cfg.pseudo_weight * ramp * self._dice(lg, pseudo)
             losses[k] = float(loss.detach())
