@@ -6,9 +6,9 @@ layer's layout and label convention (uint8 values 1..K, see :mod:`napari_medseg.
 so the GUI thread only assigns ``layer.data``. Keeping it Qt-free also lets the tests and the
 benchmark drive it headless.
 
-Two methods are meant for the GUI thread and only touch thread-safe state:
-:meth:`TrainingSession.submit_scribbles` (a copy of the scribble layer after the user drew)
-and :meth:`TrainingSession.request_stop`.
+Three methods are meant for the GUI thread and only touch thread-safe state:
+:meth:`TrainingSession.submit_scribbles` (a copy of the scribble layer after the user drew),
+:meth:`TrainingSession.layers_ready` and :meth:`TrainingSession.request_stop`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+#: How long a worker waits for the GUI to create its layers before training anyway (s).
+LAYERS_WAIT_S = 5.0
 
 #: What to tell the user when the accelerator runs out of memory.
 OOM_MESSAGE = (
@@ -57,6 +60,8 @@ class TrainRequest:
     # the slice of a stack the user is looking at: the first live preview predicts only it
     # (quick), later previews the whole stack
     preview_slice: int | None = None
+    # after the "ready" update, wait (at most LAYERS_WAIT_S) for layers_ready() before training
+    wait_for_layers: bool = False
 
 
 @dataclass
@@ -247,6 +252,7 @@ class TrainingSession:
         self._pending: np.ndarray | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._layers_ready = threading.Event()
         self._last_warning = ""
 
     # ------------------------------------------------------------------ GUI-thread side
@@ -254,6 +260,10 @@ class TrainingSession:
         """Hands over a *copy* of the scribble layer; the next training step picks it up."""
         with self._lock:
             self._pending = scribbles
+
+    def layers_ready(self) -> None:
+        """The GUI has created its prediction layers (see ``TrainRequest.wait_for_layers``)."""
+        self._layers_ready.set()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -293,6 +303,7 @@ class TrainingSession:
         """Generator run by the widget's worker: builds (or continues) the trainer and yields
         a :class:`LayerUpdate` after every step, with predictions every few seconds."""
         self._stop.clear()
+        self._layers_ready.clear()
         self._last_warning = ""
         with self._lock:
             self._pending = None
@@ -375,14 +386,15 @@ class TrainingSession:
         self.request = request
         if self._stop.is_set():
             trainer.request_stop()
-        # inputs are valid and the networks exist: the GUI can set up its layers while the
-        # first step runs
+        # inputs are valid and the networks exist: the GUI can set up its layers
         yield LayerUpdate(
             stage="ready",
             run_total=int(request.iterations),
             device=str(trainer.device),
             preset=str(trainer.config.preset),
         )
+        if request.wait_for_layers:
+            self._wait_for_layers()
         start_iteration = trainer.iteration
         first = True
         preview_slice = (
@@ -421,6 +433,18 @@ class TrainingSession:
             if upd.done and request.truth is not None and out.labels is not None:
                 out.metrics = self._metrics(out, request)
             yield out
+
+    def _wait_for_layers(self) -> None:
+        """Lets the GUI create its layers before the first step.
+
+        Creating a napari layer is Python-heavy; a training step running meanwhile takes the
+        GIL half of the time and doubles every creation freeze, while the first prediction
+        comes no sooner (both halves share one interpreter).
+        """
+        deadline = time.perf_counter() + LAYERS_WAIT_S
+        while not self._layers_ready.wait(0.05):
+            if self._stop.is_set() or time.perf_counter() > deadline:
+                return
 
     def _free_accelerator(self) -> None:
         self.trainer = None

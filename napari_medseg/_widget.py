@@ -580,6 +580,7 @@ class MedSegWidget(QWidget):
             truth=truth,
             spacing=tuple(spatial_transform(image)["scale"]),
             preview_slice=self._current_slice(image) if kind == "stack" else None,
+            wait_for_layers=True,
         )
         return request, image, scribbles
 
@@ -639,6 +640,8 @@ class MedSegWidget(QWidget):
             image = self._layer_or_none(self._prediction_image, Image)
             if image is not None:
                 self._prepare_layers(image)
+            # the worker waits for this (behind the layer creations) before its first step
+            self._queue_layer_op(("layers ready", None), self.session.layers_ready)
             if self._final_text is None and not self._stopping:
                 self.status_label.setText(f"Training on {upd.device} ({upd.preset})…")
             return
@@ -841,6 +844,8 @@ class MedSegWidget(QWidget):
             notify("warning", f"could not update a prediction layer ({e})")
         if not self._layer_ops:
             self._layer_timer.stop()
+        else:  # re-armed behind the timers that came due meanwhile: one op per pass
+            self._layer_timer.start()
 
     @property
     def layers_pending(self) -> bool:

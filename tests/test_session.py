@@ -84,3 +84,28 @@ def test_a_2d_image_is_previewed_whole():
     ]
     assert shown and all(u.slice_index is None for u in shown)
     assert all(u.ensemble.shape == img.shape[1:] for u in shown)
+
+
+def test_the_worker_waits_for_the_gui_layers_before_its_first_step():
+    import threading
+
+    img, scr = _stack(z=2)
+    session = TrainingSession()
+    gen = session.train(_request(img, scr, wait_for_layers=True))
+    assert next(gen).stage == "preparing" and next(gen).stage == "ready"
+    got = []
+    worker = threading.Thread(target=lambda: got.append(next(gen)))
+    worker.start()
+    worker.join(0.5)
+    assert worker.is_alive() and not got  # waiting for the GUI
+    assert session.trainer.iteration == 0
+    session.layers_ready()
+    worker.join(120)
+    assert got and got[0].stage == "training" and got[0].run_step == 1
+    gen.close()
+    # a stop while waiting ends the run without a step
+    gen = session.train(_request(img, scr, wait_for_layers=True))
+    next(gen), next(gen)
+    session.request_stop()
+    rest = list(gen)
+    assert rest[-1].done and rest[-1].stopped and rest[-1].run_step == 0
