@@ -6,13 +6,14 @@ layer's layout and label convention (uint8 values 1..K, see :mod:`napari_medseg.
 so the GUI thread only assigns ``layer.data``. Keeping it Qt-free also lets the tests and the
 benchmark drive it headless.
 
-Two methods are meant for the GUI thread and only touch thread-safe state:
-:meth:`TrainingSession.submit_scribbles` (a copy of the scribble layer after the user drew)
-and :meth:`TrainingSession.request_stop`.
+Three methods are meant for the GUI thread and only touch thread-safe state:
+:meth:`TrainingSession.submit_scribbles` (a copy of the scribble layer after the user drew),
+:meth:`TrainingSession.layers_ready` and :meth:`TrainingSession.request_stop`.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
@@ -21,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+#: How long a worker waits for the GUI to create its layers before training anyway (s).
+LAYERS_WAIT_S = 5.0
 
 #: What to tell the user when the accelerator runs out of memory.
 OOM_MESSAGE = (
@@ -50,9 +54,14 @@ class TrainRequest:
     preview_every_seconds: float = 3.0
     truth: np.ndarray | None = None
     spacing: tuple[float, ...] | None = None
-    threads: int | None = None  # torch CPU threads in the worker; None: all cores but one
+    threads: int | None = None  # torch CPU threads in the worker; None: default_threads()
     rw_weight: float | None = None  # None: the engine's default
     max_side: int | None = None  # working resolution (longest side); None: native size
+    # the slice of a stack the user is looking at: the first live preview predicts only it
+    # (quick), later previews the whole stack
+    preview_slice: int | None = None
+    # after the "ready" update, wait (at most LAYERS_WAIT_S) for layers_ready() before training
+    wait_for_layers: bool = False
 
 
 @dataclass
@@ -68,6 +77,8 @@ class LayerUpdate:
     labels: dict[str, np.ndarray] | None = None  # slot key -> values 1..K, image layout
     ensemble: np.ndarray | None = None
     disagreement: np.ndarray | None = None
+    # set: the arrays are this one slice (H, W) of the stack, not the whole image
+    slice_index: int | None = None
     metrics: list[dict] | None = None
     warnings: list[str] = field(default_factory=list)
     stage: str = "training"  # preparing | training | done
@@ -78,23 +89,74 @@ class LayerUpdate:
 
 
 def warm_imports() -> None:
-    """Imports the engine modules Train needs, so the first press does not wait for them.
+    """Imports what Train needs, so the first press does not wait for it.
 
-    Run in a worker when the widget opens: importing the training stack (MONAI included)
-    takes seconds, which would otherwise count against "Train → first prediction".
+    Run when the widget opens (:func:`start_warm_up`): importing the training stack takes
+    seconds (measured on 2 cores: torch ~2 s, MONAI ~2.5 s — the trainer's Dice loss imports
+    it — and ``torch._dynamo`` ~2 s, which torch imports when the first optimiser is built),
+    which would otherwise count against "Train → first prediction". What the first training
+    step needs comes first; metrics and checkpoints (Evaluate, Save/Load) last.
     """
-    from . import checkpoints, inference, metrics  # noqa: F401
     from .data import normalization  # noqa: F401
     from .training import interactive, trainer  # noqa: F401
 
+    for name in ("monai.losses", "torch._dynamo", "skimage.segmentation"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a warm-up only: Train reports real problems
+            pass
+    from . import checkpoints, inference, metrics  # noqa: F401
 
-def default_threads() -> int:
-    """All cores but one, so the GUI thread always finds a free core."""
+
+_warm_up_thread: threading.Thread | None = None
+
+
+def _warm_up_quietly() -> None:
     try:
-        n = len(os.sched_getaffinity(0))
+        warm_imports()
+    except Exception:  # noqa: BLE001 - a warm-up only: Train reports real problems
+        pass
+
+
+def start_warm_up() -> threading.Thread:
+    """Runs :func:`warm_imports` once per process, in a daemon thread.
+
+    Not in a napari worker: those run in Qt's global thread pool, which has as many threads as
+    cores, and Qt itself uses that pool from the GUI thread (large ``QImage`` conversions, for
+    instance napari's activity spinner). With the warm-up and the training worker both in the
+    pool on a 2-core machine, the GUI thread waited for a pool thread while holding the GIL
+    that the pool threads needed: a deadlock (seen in the GUI tests).
+    """
+    global _warm_up_thread
+    if _warm_up_thread is None:
+        _warm_up_thread = threading.Thread(
+            target=_warm_up_quietly, name="napari-medseg warm-up", daemon=True
+        )
+        _warm_up_thread.start()
+    return _warm_up_thread
+
+
+def warm_up_running() -> bool:
+    return _warm_up_thread is not None and _warm_up_thread.is_alive()
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS / Windows
-        n = os.cpu_count() or 1
-    return max(1, n - 1)
+        return os.cpu_count() or 1
+
+
+def default_threads(cores: int | None = None) -> int:
+    """Torch CPU threads for the training worker, by core count.
+
+    One core always stays free for the GUI thread (and, on a headless machine, the X server's
+    software rendering): 1 thread up to 2 cores, ``cores - 1`` above. On 2 cores a second
+    torch thread does not pay: the OpenMP workers wait for each other whenever the GUI thread
+    or another process takes a core, and a step got up to 10x slower (docs/design.md).
+    """
+    n = available_cores() if cores is None else int(cores)
+    return 1 if n <= 2 else n - 1
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -190,6 +252,7 @@ class TrainingSession:
         self._pending: np.ndarray | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._layers_ready = threading.Event()
         self._last_warning = ""
 
     # ------------------------------------------------------------------ GUI-thread side
@@ -197,6 +260,10 @@ class TrainingSession:
         """Hands over a *copy* of the scribble layer; the next training step picks it up."""
         with self._lock:
             self._pending = scribbles
+
+    def layers_ready(self) -> None:
+        """The GUI has created its prediction layers (see ``TrainRequest.wait_for_layers``)."""
+        self._layers_ready.set()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -236,6 +303,7 @@ class TrainingSession:
         """Generator run by the widget's worker: builds (or continues) the trainer and yields
         a :class:`LayerUpdate` after every step, with predictions every few seconds."""
         self._stop.clear()
+        self._layers_ready.clear()
         self._last_warning = ""
         with self._lock:
             self._pending = None
@@ -318,17 +386,23 @@ class TrainingSession:
         self.request = request
         if self._stop.is_set():
             trainer.request_stop()
-        # inputs are valid and the networks exist: the GUI can set up its layers while the
-        # first step runs
+        # inputs are valid and the networks exist: the GUI can set up its layers
         yield LayerUpdate(
             stage="ready",
             run_total=int(request.iterations),
             device=str(trainer.device),
             preset=str(trainer.config.preset),
         )
+        if request.wait_for_layers:
+            self._wait_for_layers()
         start_iteration = trainer.iteration
         first = True
-        for upd in trainer.steps():
+        preview_slice = (
+            int(request.preview_slice)
+            if task.kind == "stack" and request.preview_slice is not None
+            else 0  # a 2-D image is one slice: the first preview still comes quicker
+        )
+        for upd in trainer.steps(first_preview_slices=(preview_slice,)):
             if self._stop.is_set():
                 trainer.request_stop()
             seeds = self._take_pending(warnings)
@@ -355,10 +429,22 @@ class TrainingSession:
                 out.warnings.extend(warnings)
                 warnings.clear()
             if upd.prediction is not None:
-                self._fill_prediction(out, upd.prediction, task)
+                self._fill_prediction(out, upd.prediction, task, upd.prediction_slices)
             if upd.done and request.truth is not None and out.labels is not None:
                 out.metrics = self._metrics(out, request)
             yield out
+
+    def _wait_for_layers(self) -> None:
+        """Lets the GUI create its layers before the first step.
+
+        Creating a napari layer is Python-heavy; a training step running meanwhile takes the
+        GIL half of the time and doubles every creation freeze, while the first prediction
+        comes no sooner (both halves share one interpreter).
+        """
+        deadline = time.perf_counter() + LAYERS_WAIT_S
+        while not self._layers_ready.wait(0.05):
+            if self._stop.is_set() or time.perf_counter() > deadline:
+                return
 
     def _free_accelerator(self) -> None:
         self.trainer = None
@@ -411,12 +497,21 @@ class TrainingSession:
             return None
         return self._checked_seeds(raw, warnings)
 
-    def _fill_prediction(self, out: LayerUpdate, prediction, task) -> None:
+    def _fill_prediction(
+        self, out: LayerUpdate, prediction, task, slices: Sequence[int] | None = None
+    ) -> None:
         from .data.normalization import restore_layout
 
         out.labels = {k: task.to_values(v) for k, v in prediction.per_model.items()}
         out.ensemble = task.to_values(prediction.ensemble)
         out.disagreement = restore_layout(prediction.disagreement, task.kind)
+        if slices is not None and task.kind == "stack":
+            if len(slices) != 1:
+                raise ValueError("a live preview of several single slices is not supported")
+            out.slice_index = int(slices[0])
+            out.labels = {k: v[0] for k, v in out.labels.items()}
+            out.ensemble = out.ensemble[0]
+            out.disagreement = out.disagreement[0]
 
     def _metrics(self, out: LayerUpdate, request: TrainRequest) -> list[dict]:
         labels = dict(out.labels)

@@ -11,6 +11,7 @@ worker reaches the viewer (``_ignore_errors`` + our own ``errored`` handler).
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
@@ -52,13 +53,16 @@ from ._layers import (
     spatial_shape,
     spatial_transform,
 )
-from ._session import LayerUpdate, TrainingSession, TrainRequest, user_message, warm_imports
+from ._session import LayerUpdate, TrainingSession, TrainRequest, start_warm_up, user_message
 
 NONE = "(none)"
 DEFAULT_SLOTS = ("unet", "swin_unet", "mamba_unet")
 PREDICT_TARGETS = ("current slice", "whole image / stack", "another image layer")
 #: The scribble copy sent to the trainer waits this long after the last stroke (ms).
 SCRIBBLE_THROTTLE_MS = 400
+#: napari's progress bar repaints (and runs a nested event loop) on every change: at most
+#: this often while training (s).
+PROGRESS_INTERVAL_S = 1.0
 
 
 def notify(level: str, message: str) -> None:
@@ -76,6 +80,60 @@ def _gpu_available() -> bool:
         return bool(torch.cuda.is_available())
     except Exception:  # noqa: BLE001 - torch missing or broken: CPU defaults
         return False
+
+
+def _write_in_place(layer, data: np.ndarray, index: int | None = None) -> bool:
+    """Copies ``data`` into the layer's own array (all of it, or slice ``index``).
+
+    Refreshes the layer only when a value changed, and returns False where writing in place
+    is impossible (not a writable numpy array, another shape, a narrower dtype): then the
+    caller assigns ``layer.data``. Assigning makes napari re-check dims and extent and
+    repaint the layer list even for a hidden layer; a refresh is all an in-place write needs,
+    and napari skips it for hidden layers (and refreshes them when they are shown).
+    """
+    arr = layer.data
+    data = np.asarray(data)
+    if not isinstance(arr, np.ndarray) or not arr.flags.writeable:
+        return False
+    target = arr if index is None else arr[index]
+    if target.shape != data.shape or not np.can_cast(data.dtype, target.dtype, "safe"):
+        return False
+    if np.array_equal(target, data):
+        return True
+    np.copyto(target, data)
+    layer.refresh()
+    return True
+
+
+def _defer_editing_overlays(layer) -> None:
+    """Delays a Labels layer's brush and polygon overlays until an editing mode is chosen.
+
+    napari builds them (vispy visuals) when the layer is added because they count as
+    visible even while no tool uses them — about a third of the cost of adding a Labels
+    layer. Prediction layers are rarely edited; the overlays appear on the first switch to
+    an editing mode. Uses napari's private ``_overlays``; does nothing where it differs.
+    """
+    overlays = getattr(layer, "_overlays", None)
+    if overlays is None:
+        return
+    keys = [
+        k
+        for k in ("polygon", "brush_stroke")
+        if k in overlays and getattr(overlays[k], "visible", False) is True
+    ]
+    if not keys:
+        return
+    for k in keys:
+        overlays[k].visible = False
+
+    def reveal(event=None) -> None:
+        if str(layer.mode) in ("pan_zoom", "transform"):
+            return
+        layer.events.mode.disconnect(reveal)
+        for k in keys:
+            overlays[k].visible = True
+
+    layer.events.mode.connect(reveal)
 
 
 class _LayerCombo(QComboBox):
@@ -130,6 +188,9 @@ class MedSegWidget(QWidget):
         self._slot_titles: dict[str, str] = {}
         self._prediction_image: str | None = None  # name of the image the layers belong to
         self._last_update: LayerUpdate | None = None
+        self._final_text: str | None = None  # the status line of the run's last update
+        self._stopping = False
+        self._pbar_time = 0.0
         self._scribble_timer = QTimer(self)
         self._scribble_timer.setSingleShot(True)
         self._scribble_timer.setInterval(SCRIBBLE_THROTTLE_MS)
@@ -141,8 +202,7 @@ class MedSegWidget(QWidget):
         self._build()
         self._connect_viewer()
         self._update_buttons()
-        self._warmup = create_worker(warm_imports, _ignore_errors=True)
-        self._warmup.start()
+        start_warm_up()
 
     # ================================================================== layout
 
@@ -324,6 +384,12 @@ class MedSegWidget(QWidget):
         event.value.events.name.connect(self._refresh_layers)
 
     def _refresh_layers(self, event=None) -> None:
+        value = getattr(event, "value", None) if event is not None else None
+        if getattr(value, "name", "").startswith(PREFIX) and getattr(event, "type", "") in (
+            "inserted",
+            "removed",
+        ):
+            return  # no combo lists the plugin's own layers
         for combo in (
             self.image_combo,
             self.scribble_combo,
@@ -497,6 +563,7 @@ class MedSegWidget(QWidget):
                 )
             else:
                 truth = copy_layer_data(truth_layer.data)
+        kind = image_kind(image.data.shape, image.rgb)
         request = TrainRequest(
             image=copy_layer_data(image.data),
             scribbles=copy_layer_data(scribbles.data),
@@ -512,6 +579,8 @@ class MedSegWidget(QWidget):
             max_side=self.max_side_spin.value(),
             truth=truth,
             spacing=tuple(spatial_transform(image)["scale"]),
+            preview_slice=self._current_slice(image) if kind == "stack" else None,
+            wait_for_layers=True,
         )
         return request, image, scribbles
 
@@ -541,6 +610,9 @@ class MedSegWidget(QWidget):
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_train_finished)
         self._train_worker = worker
+        self._final_text = None
+        self._stopping = False
+        self._pbar_time = 0.0
         self.status_label.setText("Preparing the networks…")
         self._update_buttons()
         worker.start()
@@ -549,9 +621,17 @@ class MedSegWidget(QWidget):
     def stop_training(self) -> None:
         if self.is_training:
             self.session.request_stop()
-            self.status_label.setText("Stopping after the current step…")
+            self._stopping = True
+            if self._final_text is None:
+                self.status_label.setText("Stopping after the current step…")
 
     def _on_train_update(self, upd: LayerUpdate) -> None:
+        """Shows one worker update: status line, prediction layers (queued), metrics.
+
+        napari's progress bar runs a nested event loop when it changes, so a later update, or
+        the worker's ``finished``, can be handled while this one still runs: the progress bar
+        comes last, and once the final status line is shown no earlier update replaces it.
+        """
         for w in upd.warnings:
             notify("warning", w)
         if upd.stage == "preparing":
@@ -560,38 +640,59 @@ class MedSegWidget(QWidget):
             image = self._layer_or_none(self._prediction_image, Image)
             if image is not None:
                 self._prepare_layers(image)
-            self.status_label.setText(f"Training on {upd.device} ({upd.preset})…")
+            # the worker waits for this (behind the layer creations) before its first step
+            self._queue_layer_op(("layers ready", None), self.session.layers_ready)
+            if self._final_text is None and not self._stopping:
+                self.status_label.setText(f"Training on {upd.device} ({upd.preset})…")
             return
         self._last_update = upd
+        text = self._progress_text(upd)
+        if upd.done:
+            self._final_text = ("Stopped" if upd.stopped else "Finished") + f" — {text}"
+            self.status_label.setText(self._final_text)
+        elif self._final_text is None and not self._stopping:
+            self.status_label.setText(text)
+        image = self._layer_or_none(self._prediction_image, Image)
+        if upd.labels is not None and image is not None:
+            self._show_prediction(upd, image, slice_index=upd.slice_index)
+        if upd.metrics:
+            self._show_metrics(upd.metrics)
+        self._update_progress(upd)
+
+    def _progress_text(self, upd: LayerUpdate) -> str:
         loss = upd.losses.get("total", float("nan"))
         per_model = " · ".join(
             f"{self._slot_titles.get(k, k)} {v:.3f}" for k, v in upd.losses.items() if k != "total"
         )
-        text = (
+        return (
             f"iteration {upd.run_step}/{upd.run_total} · loss {loss:.3f} · "
             f"{upd.iterations_per_second:.2f} it/s · {upd.device} {upd.preset}\n"
             f"losses: {per_model}"
         )
-        pbar = self._pbar  # local: the description update may process the finished signal
-        if pbar is not None:
-            pbar.n = min(upd.run_step, upd.run_total)
-            speed = upd.iterations_per_second
-            pbar.set_description(f"medseg: loss {loss:.3f}, {speed:.2f} it/s")
-        if upd.done:
-            text = ("Stopped" if upd.stopped else "Finished") + f" — {text}"
-        self.status_label.setText(text)
-        image = self._layer_or_none(self._prediction_image, Image)
-        if upd.labels is not None and image is not None:
-            self._show_prediction(upd, image)
-        if upd.metrics:
-            self._show_metrics(upd.metrics)
+
+    def _update_progress(self, upd: LayerUpdate) -> None:
+        """napari's progress bar, at most every PROGRESS_INTERVAL_S (it processes events)."""
+        pbar = self._pbar
+        now = time.perf_counter()
+        if pbar is None or (not upd.done and now - self._pbar_time < PROGRESS_INTERVAL_S):
+            return
+        self._pbar_time = now
+        loss = upd.losses.get("total", float("nan"))
+        pbar.set_description(f"medseg: loss {loss:.3f}, {upd.iterations_per_second:.2f} it/s")
+        step = min(upd.run_step, upd.run_total)
+        if self._pbar is pbar and step > pbar.n:  # the nested event loop may have closed it
+            pbar.update(step - pbar.n)
 
     def _on_train_finished(self) -> None:
         self._train_worker = None
         self._scribble_timer.stop()
         if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
+            pbar, self._pbar = self._pbar, None
+            pbar.close()
+        if self._final_text is not None:
+            # the run's last update may have been handled before an earlier one finished
+            self.status_label.setText(self._final_text)
+        self._stopping = False
         self._update_buttons()
 
     def _on_error(self, exc: BaseException) -> None:
@@ -614,26 +715,32 @@ class MedSegWidget(QWidget):
         visible: bool,
         slice_index: int | None,
     ) -> None:
+        """Shows ``data`` (the whole image, or one slice) in the Labels layer ``name``.
+
+        An existing layer of the right shape gets the data written into its own array (see
+        :func:`_write_in_place`); only a missing or mismatched layer is (re)created.
+        """
         layer = self._layer_or_none(name, Labels)
         full = spatial_shape(image.data.shape, image.rgb)
-        if slice_index is not None:
-            if layer is None or tuple(layer.data.shape) != tuple(full):
-                base = np.zeros(full, dtype=data.dtype)
-                base[slice_index] = data
-                data = base
-            else:
-                layer.data[slice_index] = data
-                layer.refresh()
-                return
-        if layer is not None and tuple(layer.data.shape) == tuple(data.shape):
+        if layer is not None and tuple(layer.data.shape) == tuple(full):
             if layer.metadata.get("medseg_classes") != num_classes:
                 layer.colormap = label_colormap(num_classes, show_background=False)
                 layer.metadata["medseg_classes"] = num_classes
+            if _write_in_place(layer, data, slice_index):
+                return
+            if slice_index is not None:
+                base = np.array(layer.data, copy=True)
+                base[slice_index] = data
+                data = base
             layer.data = data
             return
+        if slice_index is not None:
+            base = np.zeros(full, dtype=data.dtype)
+            base[slice_index] = data
+            data = base
         if layer is not None:
             self.viewer.layers.remove(layer)
-        self.viewer.add_labels(
+        layer = Labels(
             data,
             name=name,
             colormap=label_colormap(num_classes, show_background=False),
@@ -642,25 +749,55 @@ class MedSegWidget(QWidget):
             metadata={"medseg_classes": num_classes},
             **spatial_transform(image),
         )
+        _defer_editing_overlays(layer)
+        self._add_prediction_layer(layer)
+
+    def _add_prediction_layer(self, layer) -> None:
+        """Adds a layer without making it the active one.
+
+        napari activates every new layer, which would swap the layer controls (a costly
+        repaint) and, worse, send the user's next brush stroke into a prediction layer while
+        they keep drawing scribbles during training.
+        """
+        layers = self.viewer.layers
+        activate = getattr(layers, "_activate_on_insert", None)  # private; absent: activate
+        if activate is not None:
+            layers._activate_on_insert = False
+        try:
+            layers.append(layer)
+        finally:
+            if activate is not None:
+                layers._activate_on_insert = activate
 
     def _prepare_layers(self, image: Image) -> None:
-        """Creates the (empty) prediction layers while the first training step runs.
+        """Queues the creation of the (empty) prediction layers that do not exist yet.
 
-        Adding a napari layer is the most expensive thing the GUI thread does here (vispy
-        visuals and overlays); done now, the first prediction is a cheap data assignment.
+        Called on the worker's "ready" update (inputs checked, networks built), so the layers
+        are there before the first prediction, which then only writes data. Adding a napari
+        layer is the most expensive thing the GUI thread does here (vispy visuals, layer
+        controls, a repaint): one per event-loop pass (see :meth:`_queue_layer_op`). Existing
+        layers keep their content until the first prediction replaces it.
         """
         full = spatial_shape(image.data.shape, image.rgb)
-        empty = LayerUpdate(
-            labels={key: np.zeros(full, np.uint8) for key in self._slot_titles},
-            ensemble=np.zeros(full, np.uint8),
-            disagreement=np.zeros(full, np.float32),
-        )
-        existing = [
-            self._layer_or_none(f"{PREFIX}{t}", Labels) for t in self._slot_titles.values()
-        ] + [self._layer_or_none(f"{PREFIX}ensemble", Labels)]
-        if all(la is not None and tuple(la.data.shape) == tuple(full) for la in existing):
-            return
-        self._show_prediction(empty, image)
+        k = len(self.session.class_names() or self.class_names())
+        names = [(f"{PREFIX}{t}", False) for t in self._slot_titles.values()]
+        names.append((f"{PREFIX}ensemble", True))
+        for name, visible in names:
+            layer = self._layer_or_none(name, Labels)
+            if layer is None or tuple(layer.data.shape) != tuple(full):
+                self._queue_layer_op(
+                    (name, None),
+                    partial(
+                        self._set_labels, name, np.zeros(full, np.uint8), image, k, visible, None
+                    ),
+                )
+        name = f"{PREFIX}disagreement"
+        layer = self._layer_or_none(name, Image)
+        if layer is None or tuple(layer.data.shape) != tuple(full):
+            self._queue_layer_op(
+                (name, None),
+                partial(self._set_disagreement, name, np.zeros(full, np.float32), image, None),
+            )
 
     def _show_prediction(
         self, upd: LayerUpdate, image: Image, suffix: str = "", slice_index: int | None = None
@@ -707,6 +844,8 @@ class MedSegWidget(QWidget):
             notify("warning", f"could not update a prediction layer ({e})")
         if not self._layer_ops:
             self._layer_timer.stop()
+        else:  # re-armed behind the timers that came due meanwhile: one op per pass
+            self._layer_timer.start()
 
     @property
     def layers_pending(self) -> bool:
@@ -717,28 +856,33 @@ class MedSegWidget(QWidget):
     ) -> None:
         layer = self._layer_or_none(name, Image)
         full = spatial_shape(image.data.shape, image.rgb)
-        if slice_index is not None:
-            if layer is not None and tuple(layer.data.shape) == tuple(full):
-                layer.data[slice_index] = dis
-                layer.refresh()
+        if layer is not None and tuple(layer.data.shape) == tuple(full):
+            # in place: no contrast-limit or dims recomputation, nothing at all while hidden
+            if _write_in_place(layer, dis, slice_index):
                 return
+            if slice_index is not None:
+                base = np.array(layer.data, dtype=np.float32, copy=True)
+                base[slice_index] = dis
+                dis = base
+            layer.data = dis
+            return
+        if slice_index is not None:
             base = np.zeros(full, dtype=np.float32)
             base[slice_index] = dis
             dis = base
-        if layer is not None and tuple(layer.data.shape) == tuple(dis.shape):
-            layer.data = dis
-            return
         if layer is not None:
             self.viewer.layers.remove(layer)
-        self.viewer.add_image(
-            dis,
-            name=name,
-            colormap="magma",
-            contrast_limits=(0.0, 1.0),
-            blending="additive",
-            opacity=0.7,
-            visible=False,
-            **spatial_transform(image),
+        self._add_prediction_layer(
+            Image(
+                dis,
+                name=name,
+                colormap="magma",
+                contrast_limits=(0.0, 1.0),
+                blending="additive",
+                opacity=0.7,
+                visible=False,
+                **spatial_transform(image),
+            )
         )
 
     def _show_metrics(self, rows: list[dict]) -> None:

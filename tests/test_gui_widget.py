@@ -121,11 +121,11 @@ def test_train_live_stop_save_load_finetune(make_napari_viewer, qtbot, notes, tm
     w.start_training()
     assert w.is_training and not w.train_btn.isEnabled() and w.stop_btn.isEnabled()
 
-    def first_prediction_shown():
+    def stack_prediction_shown():  # the first preview covers one slice, the next all of them
         ens = w._layer_or_none("medseg: ensemble", napari.layers.Labels)
-        return ens is not None and ens.data.max() > 0 and not w.layers_pending
+        return ens is not None and ens.data.min() > 0 and not w.layers_pending
 
-    qtbot.waitUntil(first_prediction_shown, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(stack_prediction_shown, timeout=TIMEOUT_MS)
     names = {la.name for la in _medseg_labels(viewer)}
     assert names == {"medseg: UNet", "medseg: UNet 2", "medseg: UNet 3", "medseg: ensemble"}
     for la in _medseg_labels(viewer):
@@ -146,11 +146,12 @@ def test_train_live_stop_save_load_finetune(make_napari_viewer, qtbot, notes, tm
     _wait_idle(qtbot, w)
     stop_seconds = time.perf_counter() - t0
     assert stop_seconds < 60, f"Stop took {stop_seconds:.1f} s"
-    # after Stop no further step runs (the final "Stopped" status line is not asserted: the
-    # worker's last update can be dropped when the thread quits — see issue #3's note)
+    # after Stop no further step runs, and the status line says so
+    assert w.status_label.text().startswith("Stopped — iteration"), w.status_label.text()
     it_after_stop = w.session.trainer.iteration
     qtbot.wait(500)
     assert w.session.trainer.iteration == it_after_stop and not w.is_training
+    assert w.status_label.text().startswith("Stopped — iteration")
     assert scr_layer.data.dtype == drawn.dtype
     assert scr_layer.data.tobytes() == drawn.tobytes()  # the plugin never wrote to it
     assert not _messages(notes)
@@ -203,6 +204,104 @@ def test_train_live_stop_save_load_finetune(make_napari_viewer, qtbot, notes, tm
     assert scr_layer.data.tobytes() == drawn.tobytes()
 
 
+def test_train_creates_empty_layers_then_previews_the_slice_on_screen(
+    make_napari_viewer, qtbot, notes, monkeypatch
+):
+    """Train adds the (empty) prediction layers before the first step, leaving the scribble
+    layer active; the first preview is the slice on screen, the whole stack comes later."""
+    import threading
+
+    from napari_medseg.training import TriNetTrainer
+
+    gate = threading.Event()
+    steps = TriNetTrainer.steps
+
+    def gated_steps(self, *args, **kwargs):  # no step before the test says so
+        gate.wait(TIMEOUT_MS / 1000)
+        yield from steps(self, *args, **kwargs)
+
+    monkeypatch.setattr(TriNetTrainer, "steps", gated_steps)
+    viewer = make_napari_viewer()
+    img, _ = _tiny_layers(viewer)
+    w = _widget(viewer, iterations=100_000)
+    w.preview_spin.setValue(600.0)  # only the first preview comes before Stop
+    scr_layer = viewer.layers["tiny scribbles"]
+    viewer.layers.selection.active = scr_layer
+    viewer.dims.set_current_step(0, 1)
+    z = w._current_slice(viewer.layers["tiny"])
+    assert z == 1
+    w.start_training()
+    expected = {"medseg: UNet", "medseg: UNet 2", "medseg: UNet 3", "medseg: ensemble"}
+
+    def layers_ready():
+        names = {la.name for la in viewer.layers}
+        return expected <= names and "medseg: disagreement" in names and not w.layers_pending
+
+    qtbot.waitUntil(layers_ready, timeout=TIMEOUT_MS)
+    assert w.session.trainer.iteration == 0 and w.is_training
+    assert {la.name for la in _medseg_labels(viewer)} == expected
+    for la in _medseg_labels(viewer):
+        assert la.data.shape == img.shape and la.data.max() == 0
+        assert la.visible == (la.name == "medseg: ensemble")
+    assert viewer.layers["medseg: disagreement"].data.shape == img.shape
+    assert viewer.layers.selection.active is scr_layer  # the user keeps drawing scribbles
+    # the label-editing overlays come with the first editing tool (napari's _overlays)
+    ens_layer = viewer.layers["medseg: ensemble"]
+    assert not ens_layer._overlays["brush_stroke"].visible
+    ens_layer.mode = "paint"
+    assert ens_layer._overlays["brush_stroke"].visible and ens_layer._overlays["polygon"].visible
+    ens_layer.mode = "pan_zoom"
+
+    gate.set()
+    qtbot.waitUntil(lambda: ens_layer.data.max() > 0 and not w.layers_pending, timeout=TIMEOUT_MS)
+    for la in _medseg_labels(viewer):
+        assert la.data[z].min() >= 1 and la.data[1 - z].max() == 0, la.name
+    assert viewer.layers["medseg: disagreement"].data[1 - z].max() == 0
+    assert viewer.layers.selection.active is scr_layer
+    w.stop_training()
+    _wait_idle(qtbot, w)
+    assert w.status_label.text().startswith("Stopped — iteration"), w.status_label.text()
+    assert ens_layer.data[1 - z].max() == 0  # a stopped run ends without a new prediction
+    assert not _messages(notes)
+
+
+def test_prediction_layers_are_updated_in_place(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((2, 16, 12), np.float32), name="img")
+    w = MedSegWidget(viewer)
+    name = "medseg: test"
+
+    def full(value):
+        return np.full((2, 16, 12), value, np.uint8)
+
+    w._set_labels(name, full(1), image, 4, False, None)
+    layer = viewer.layers[name]
+    arr = layer.data
+    data_events, refreshes = [], []
+    layer.events.data.connect(data_events.append)
+    refresh = layer.refresh
+    layer.refresh = lambda *a, **k: (refreshes.append(1), refresh(*a, **k))
+    w._set_labels(name, full(2), image, 4, False, None)
+    assert layer.data is arr and (arr == 2).all()
+    assert not data_events and len(refreshes) == 1
+    w._set_labels(name, full(2), image, 4, False, None)  # unchanged: nothing to redraw
+    assert len(refreshes) == 1
+    w._set_labels(name, full(3)[0], image, 4, False, 1)  # one slice
+    assert layer.data is arr and (arr[1] == 3).all() and (arr[0] == 2).all()
+    assert not data_events
+    # a layer of another shape is replaced by one that matches the image
+    layer.data = np.zeros((2, 8, 8), np.uint8)
+    w._set_labels(name, full(1), image, 4, False, None)
+    assert viewer.layers[name].data.shape == (2, 16, 12)
+    # the disagreement image too
+    w._set_disagreement("medseg: dis", np.zeros((2, 16, 12), np.float32), image, None)
+    dis = viewer.layers["medseg: dis"]
+    before = dis.data
+    w._set_disagreement("medseg: dis", np.full((16, 12), 0.5, np.float32), image, 0)
+    assert dis.data is before and (before[0] == 0.5).all() and (before[1] == 0).all()
+    assert dis.contrast_limits == [0.0, 1.0]
+
+
 def test_rgb_image_trains_to_2d_layers(make_napari_viewer, qtbot, notes):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-medseg", "rgb")
@@ -215,6 +314,7 @@ def test_rgb_image_trains_to_2d_layers(make_napari_viewer, qtbot, notes):
     w.max_side_spin.setValue(32)  # train at half size; layers still come back full size
     w.start_training()
     _wait_idle(qtbot, w)
+    assert w.status_label.text().startswith("Finished — iteration 2/2")
     assert w.session.trainer.scale == pytest.approx(0.5)
     assert not _messages(notes), notes
     assert len(_medseg_labels(viewer)) == 4

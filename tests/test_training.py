@@ -200,6 +200,25 @@ def test_trainer_yields_losses_and_final_predictions():
     assert pred.disagreement.min() >= 0 and pred.disagreement.max() <= 1
 
 
+def test_first_preview_can_cover_one_slice_and_later_ones_everything():
+    tr, task = _trainer(iterations=2, models=("unet", "unet"), preview_every_seconds=0.0)
+    updates = list(tr.steps(first_preview_slices=[1]))
+    first, second, final = updates
+    assert first.prediction_slices == (1,)
+    assert first.prediction.ensemble.shape == (1, 40, 36)
+    assert first.prediction.per_model["unet"].shape == (1, 40, 36)
+    assert first.prediction.disagreement.shape == (1, 40, 36)
+    # later previews and the final prediction are of the whole stack again
+    assert second.prediction_slices is None and second.prediction.ensemble.shape == (2, 40, 36)
+    assert final.prediction_slices is None and final.prediction.ensemble.shape == (2, 40, 36)
+    assert first.prediction.ensemble.max() < task.num_classes
+    # slices outside the image are ignored; all slices count as the whole image
+    tr2, _ = _trainer(iterations=1, models=("unet", "unet"), preview_every_seconds=0.0)
+    assert next(tr2.steps(first_preview_slices=[7])).prediction_slices is None
+    tr3, _ = _trainer(iterations=1, models=("unet", "unet"), preview_every_seconds=0.0)
+    assert next(tr3.steps(first_preview_slices=[0, 1])).prediction_slices is None
+
+
 def test_trainer_is_reproducible_with_a_seed():
     a = [u.losses["total"] for u in _trainer(3, seed=5, models=("unet", "unet"))[0].steps()]
     b = [u.losses["total"] for u in _trainer(3, seed=5, models=("unet", "unet"))[0].steps()]

@@ -42,8 +42,11 @@ from .schedule import poly_lr
 
 DEFAULT_TRIO = ("unet", "swin_unet", "mamba_unet")
 
-# Below this many iterations BatchNorm statistics are re-estimated before each prediction.
+# Below this many iterations BatchNorm statistics are re-estimated before each prediction,
+# from this many training batches (fewer for a quick first preview, see ``steps``).
 BN_RECALIBRATE_BELOW = 2000
+BN_RECALIBRATE_BATCHES = 8
+FIRST_PREVIEW_BN_BATCHES = 2
 
 # Training defaults per preset. `paper` is the published recipe (SGD 0.01, poly, native
 # resolution, 256² crops with rot/flip augmentation) for a GPU and many iterations. `lite` is
@@ -159,6 +162,7 @@ class TrainerUpdate:
     losses: dict[str, float]
     iterations_per_second: float
     prediction: Prediction | None = None
+    prediction_slices: tuple[int, ...] | None = None  # slices predicted (None: the whole image)
     done: bool = False
     stopped: bool = False
     message: str = ""
@@ -425,8 +429,13 @@ class TriNetTrainer:
         losses["total"] = float(total.detach())
         return losses, lr
 
-    def steps(self) -> Iterator[TrainerUpdate]:
-        """Trains until the budget is spent or a stop is requested, yielding after each step."""
+    def steps(self, first_preview_slices: Sequence[int] | None = None) -> Iterator[TrainerUpdate]:
+        """Trains until the budget is spent or a stop is requested, yielding after each step.
+
+        ``first_preview_slices``: the first preview predicts only these slices of the preview
+        image, after a quicker BatchNorm re-estimation, so that a GUI shows the slice the user
+        looks at within seconds; later previews and the final one cover the whole image.
+        """
         cfg = self.config
         start = time.perf_counter()
         last_preview = None
@@ -476,7 +485,9 @@ class TriNetTrainer:
                 )
             )
             if due:
-                update.prediction = self.predict(self._native_images[self.preview])
+                update.prediction, update.prediction_slices = self._preview_prediction(
+                    first_preview_slices if last_preview is None else None
+                )
                 last_preview = time.perf_counter() - start
             yield update
         elapsed = time.perf_counter() - start
@@ -504,22 +515,44 @@ class TriNetTrainer:
         return final
 
     # ------------------------------------------------------------------ inference
+    def _preview_prediction(
+        self, slices: Sequence[int] | None
+    ) -> tuple[Prediction, tuple[int, ...] | None]:
+        """A live preview: the whole preview image, or only ``slices`` of it (quicker)."""
+        image = self._native_images[self.preview]
+        if slices is None:
+            return self.predict(image), None
+        picked = tuple(sorted({int(z) for z in slices if 0 <= int(z) < image.shape[0]}))
+        if not picked:
+            return self.predict(image), None
+        whole = len(picked) == image.shape[0]
+        pred = self.predict(
+            image if whole else image[list(picked)], bn_batches=FIRST_PREVIEW_BN_BATCHES
+        )
+        return pred, None if whole else picked
+
     @torch.no_grad()
-    def predict(self, image: np.ndarray, with_probabilities: bool = False) -> Prediction:
+    def predict(
+        self,
+        image: np.ndarray,
+        with_probabilities: bool = False,
+        bn_batches: int = BN_RECALIBRATE_BATCHES,
+    ) -> Prediction:
         """Predicts a (Z, C, H, W) image with every network; ensemble = mean probability.
 
         The image is taken at its native size and brought to the training's working resolution
         (the same factor, so structures keep the apparent size the networks learnt).
+        ``bn_batches``: training batches for the BatchNorm re-estimation of short runs.
         """
         if self.iteration < BN_RECALIBRATE_BELOW:
-            self._recalibrate_batchnorm()
+            self._recalibrate_batchnorm(bn_batches)
         probs = predict_models(
             self.models, image, self.device, self.scale, self.config.predict_batch_size
         )
         return combine_predictions(probs, with_probabilities)
 
     @torch.no_grad()
-    def _recalibrate_batchnorm(self, batches: int = 8) -> None:
+    def _recalibrate_batchnorm(self, batches: int = BN_RECALIBRATE_BATCHES) -> None:
         """Re-estimates BatchNorm statistics from training batches before predicting.
 
         After a few hundred steps the running averages (momentum 0.1) still remember the

@@ -1,0 +1,111 @@
+"""The widget's worker side (:mod:`napari_medseg._session`) without Qt: thread policy, warm-up
+and what the live updates carry."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from napari_medseg._session import (
+    TrainingSession,
+    TrainRequest,
+    default_threads,
+    start_warm_up,
+    warm_imports,
+)
+
+
+def _stack(z=3, h=40, w=36):
+    rng = np.random.default_rng(0)
+    img = rng.normal(0.2, 0.05, (z, h, w)).astype(np.float32)
+    img[:, 10:30, 10:26] += 0.6
+    scr = np.zeros((z, h, w), np.uint8)
+    scr[:, 2:4, 2:30] = 1
+    scr[:, 18:20, 14:22] = 2
+    return img, scr
+
+
+def _request(img, scr, **kw):
+    args = dict(
+        image=img,
+        scribbles=scr,
+        class_names=["background", "square"],
+        models=("unet", "unet"),
+        preset="lite",
+        device="cpu",
+        iterations=2,
+        batch_size=2,
+        patch_size=32,
+        preview_every_seconds=0.0,
+        threads=1,
+    )
+    args.update(kw)
+    return TrainRequest(**args)
+
+
+def test_default_threads_leave_a_core_for_the_gui():
+    assert [default_threads(n) for n in (1, 2, 3, 4, 16)] == [1, 1, 2, 3, 15]
+    assert default_threads() >= 1
+
+
+def test_warm_imports_load_what_the_first_step_needs():
+    warm_imports()
+    for name in ("monai.losses", "torch._dynamo", "napari_medseg.training.trainer"):
+        assert name in sys.modules, name
+    # once per process, in a daemon thread (not Qt's global pool, see start_warm_up)
+    thread = start_warm_up()
+    assert thread is start_warm_up() and thread.daemon
+    thread.join(60)
+
+
+def test_first_live_preview_is_the_slice_on_screen_then_the_whole_stack():
+    img, scr = _stack()
+    updates = list(TrainingSession().train(_request(img, scr, preview_slice=2)))
+    assert [u.stage for u in updates[:2]] == ["preparing", "ready"]
+    shown = [u for u in updates if u.labels is not None]
+    first, rest = shown[0], shown[1:]
+    assert first.slice_index == 2 and first.run_step == 1
+    assert first.ensemble.shape == img.shape[1:] and first.ensemble.dtype == np.uint8
+    assert set(first.labels) == {"unet", "unet_2"}
+    assert all(v.shape == img.shape[1:] for v in first.labels.values())
+    assert first.disagreement.shape == img.shape[1:]
+    assert set(np.unique(first.ensemble)) <= {1, 2}
+    assert rest and all(u.slice_index is None and u.ensemble.shape == img.shape for u in rest)
+    assert updates[-1].done and updates[-1].labels is not None
+
+
+def test_a_2d_image_is_previewed_whole():
+    img, scr = _stack(z=1)
+    shown = [
+        u
+        for u in TrainingSession().train(_request(img[0], scr[0], preview_slice=5))
+        if u.labels is not None
+    ]
+    assert shown and all(u.slice_index is None for u in shown)
+    assert all(u.ensemble.shape == img.shape[1:] for u in shown)
+
+
+def test_the_worker_waits_for_the_gui_layers_before_its_first_step():
+    import threading
+
+    img, scr = _stack(z=2)
+    session = TrainingSession()
+    gen = session.train(_request(img, scr, wait_for_layers=True))
+    assert next(gen).stage == "preparing" and next(gen).stage == "ready"
+    got = []
+    worker = threading.Thread(target=lambda: got.append(next(gen)))
+    worker.start()
+    worker.join(0.5)
+    assert worker.is_alive() and not got  # waiting for the GUI
+    assert session.trainer.iteration == 0
+    session.layers_ready()
+    worker.join(120)
+    assert got and got[0].stage == "training" and got[0].run_step == 1
+    gen.close()
+    # a stop while waiting ends the run without a step
+    gen = session.train(_request(img, scr, wait_for_layers=True))
+    next(gen), next(gen)
+    session.request_stop()
+    rest = list(gen)
+    assert rest[-1].done and rest[-1].stopped and rest[-1].run_step == 0
