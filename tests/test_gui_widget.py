@@ -466,3 +466,18 @@ def test_error_class_count_mismatch_on_load(make_napari_viewer, qtbot, notes, tm
     _wait_idle(qtbot, w)
     assert w.session.loaded_state is not None
     assert w.selected_models() == ("unet", "unet", "unet")
+
+
+def test_preset_recipe_fills_the_fields_including_whole_slices(make_napari_viewer):
+    from napari_medseg.training.trainer import PRESET_DEFAULTS
+
+    viewer = make_napari_viewer()
+    w = MedSegWidget(viewer)
+    for preset in ("paper", "lite"):
+        w.preset_combo.setCurrentText(preset)
+        d = PRESET_DEFAULTS[preset]
+        assert w.patch_spin.value() == d["patch_size"]
+        assert w.batch_spin.value() == d["batch_size"]
+        assert w.lr_spin.value() == pytest.approx(d["lr"])
+    # lite trains on whole slices: the box says so instead of showing a 0-px crop
+    assert w.patch_spin.value() == 0 and w.patch_spin.text() == "whole slice"
