@@ -70,14 +70,22 @@ def run(args) -> list[dict]:
     for i, path in enumerate(vols):
         image, seeds, label, _ = acdc_arrays(path, 4)
         case = path.stem
-        if "rw" in args.peers:
+        if "rw" in args.peers.split(","):
             t0 = time.perf_counter()
             rw = random_walker_labels(image, seeds, 4)
             dt = time.perf_counter() - t0
             for r in score_volume(np.clip(rw, 0, None), label, case, "random_walker"):
                 r["seconds"] = dt
                 rows.append(r)
-        if "rf" in args.peers:
+        if "rw_tuned" in args.peers.split(","):
+            # the walker the trio learns from (its beta), all pixels: the trio's own teacher
+            t0 = time.perf_counter()
+            rw = random_walker_labels(image, seeds, 4, beta=TrainConfig.rw_beta)
+            dt = time.perf_counter() - t0
+            for r in score_volume(np.clip(rw, 0, None), label, case, "random_walker_beta2000"):
+                r["seconds"] = dt
+                rows.append(r)
+        if "rf" in args.peers.split(","):
             t0 = time.perf_counter()
             rf = pixel_classifier(image, seeds)
             dt = time.perf_counter() - t0
@@ -172,7 +180,12 @@ def main() -> None:
     p.add_argument("--pseudo-weight", type=float, default=TrainConfig.pseudo_weight)
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--patch-size", type=int, default=TrainConfig.patch_size)
-    p.add_argument("--peers", default="rw,rf", help="classical peers to run: rw,rf or none")
+    p.add_argument(
+        "--peers",
+        default="rw,rf",
+        help="classical peers to run: rw (scikit-image's defaults), rw_tuned (the walker "
+        "the trio learns from, beta 2000), rf, or none",
+    )
     p.add_argument("--out", default=None, help="markdown summary file")
     p.add_argument("--csv", default=None, help="per-volume rows")
     args = p.parse_args()

@@ -226,6 +226,14 @@ def test_trainer_is_reproducible_with_a_seed():
     assert a == b and a != c
 
 
+def test_predicting_twice_gives_the_same_answer():
+    tr, task = _trainer(2, models=("unet", "unet"))
+    tr.run()
+    a = tr.predict(task.images[0], with_probabilities=True).ensemble_probabilities
+    b = tr.predict(task.images[0], with_probabilities=True).ensemble_probabilities
+    np.testing.assert_array_equal(a, b)
+
+
 def test_trainer_stops_within_one_step_from_another_thread():
     tr, _ = _trainer(iterations=10_000, models=("unet", "unet"))
     seen = []

@@ -577,10 +577,13 @@ class TriNetTrainer:
         state = self._rng.bit_generator.state  # keep training batches reproducible
         gstate = self._gen.get_state()
         try:
-            for _ in range(batches):
-                x, _ = self._sample_batch(False)
-                for m in self.models.values():
-                    m(x)
+            # dropout draws from torch's global generator: fork it so that predicting twice
+            # gives the same answer and the training steps after it stay reproducible
+            with torch.random.fork_rng(devices=[]):
+                for _ in range(batches):
+                    x, _ = self._sample_batch(False)
+                    for m in self.models.values():
+                        m(x)
         finally:
             self._rng.bit_generator.state = state
             self._gen.set_state(gstate)
