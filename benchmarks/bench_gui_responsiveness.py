@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> str:
         "(a user who draws for a while before Train); default: right away, as before",
     )
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--patch", type=int, default=64)
+    p.add_argument("--patch", type=int, default=0, help="crop size; 0 = whole slices (lite)")
     p.add_argument("--preview", type=float, default=3.0, help="prediction refresh period (s)")
     p.add_argument(
         "--threads", type=int, default=0, help="torch threads in the worker (0: the policy)"
