@@ -52,6 +52,18 @@ def pixel_classifier(image: np.ndarray, seeds: np.ndarray, seed: int = 0) -> np.
     return clf.predict(feats.reshape(-1, feats.shape[-1])).reshape(seeds.shape)
 
 
+# --peers key -> (row name, method(image, seeds) -> class indices)
+PEERS = {
+    "rw": ("random_walker", lambda im, sd: random_walker_labels(im, sd, 4)),
+    # the walker the trio learns from (its beta), all pixels: the trio's own teacher
+    "rw_tuned": (
+        "random_walker_beta2000",
+        lambda im, sd: random_walker_labels(im, sd, 4, beta=TrainConfig.rw_beta),
+    ),
+    "rf": ("pixel_classifier", pixel_classifier),
+}
+
+
 def run(args) -> list[dict]:
     data = Path(args.data) if args.data else find_data_dir()
     if data is None or not (data / "acdc").exists() and not Path(data).glob("*.h5"):
@@ -70,26 +82,14 @@ def run(args) -> list[dict]:
     for i, path in enumerate(vols):
         image, seeds, label, _ = acdc_arrays(path, 4)
         case = path.stem
-        if "rw" in args.peers.split(","):
+        for key in args.peers.split(","):
+            if key not in PEERS:
+                continue
+            name, method = PEERS[key]
             t0 = time.perf_counter()
-            rw = random_walker_labels(image, seeds, 4)
+            pred = np.clip(method(image, seeds), 0, None)
             dt = time.perf_counter() - t0
-            for r in score_volume(np.clip(rw, 0, None), label, case, "random_walker"):
-                r["seconds"] = dt
-                rows.append(r)
-        if "rw_tuned" in args.peers.split(","):
-            # the walker the trio learns from (its beta), all pixels: the trio's own teacher
-            t0 = time.perf_counter()
-            rw = random_walker_labels(image, seeds, 4, beta=TrainConfig.rw_beta)
-            dt = time.perf_counter() - t0
-            for r in score_volume(np.clip(rw, 0, None), label, case, "random_walker_beta2000"):
-                r["seconds"] = dt
-                rows.append(r)
-        if "rf" in args.peers.split(","):
-            t0 = time.perf_counter()
-            rf = pixel_classifier(image, seeds)
-            dt = time.perf_counter() - t0
-            for r in score_volume(rf, label, case, "pixel_classifier"):
+            for r in score_volume(pred, label, case, name):
                 r["seconds"] = dt
                 rows.append(r)
         if args.seconds > 0:
