@@ -51,7 +51,7 @@ FIRST_PREVIEW_BN_BATCHES = 2
 # Training defaults per preset. `paper` is the published recipe (SGD 0.01, poly, native
 # resolution, 256² crops with rot/flip augmentation) for a GPU and many iterations. `lite` is
 # for a CPU and a minute on the image being annotated (measured on ACDC volumes with real
-# scribbles, BENCHMARKS.md §1 and docs/design.md "The lite recipe"):
+# scribbles, BENCHMARKS.md §3 and docs/design.md "The lite recipe"):
 #   * working resolution 128 px and whole slices (patch 0): training sees exactly what
 #     prediction sees — zero-padded crops against reflect-padded whole slices cost the
 #     transformer and Mamba networks most of their Dice (their token/window grids shift);
