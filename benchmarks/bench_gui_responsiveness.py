@@ -81,16 +81,27 @@ def run(args: argparse.Namespace) -> dict:
     original = widget._on_train_update
     from napari_medseg._layers import PREFIX
     from napari_medseg._session import warm_up_running
+    from napari_medseg.slots import slot_keys
+
+    titles = widget._slot_titles_for(models, slot_keys(models))
 
     def layers_exist() -> bool:
-        names = [f"{PREFIX}{t}" for t in widget._slot_titles.values()]
+        names = [f"{PREFIX}{t}" for t in titles.values()]
         names += [f"{PREFIX}ensemble", f"{PREFIX}disagreement"]
         return all(n in viewer.layers for n in names)
+
+    inserted: list[tuple[float, str]] = []
+    viewer.layers.events.inserted.connect(
+        lambda e: inserted.append((time.perf_counter(), e.value.name))
+    )
+
+    spans: list[tuple[float, float, str]] = []  # GUI-thread work: (start, end, what)
 
     def timed_update(upd):  # wraps the GUI-thread handler to time it
         t0 = time.perf_counter()
         original(upd)
         handler_ms.append((time.perf_counter() - t0) * 1000.0)
+        spans.append((t0, time.perf_counter(), f"update handler ({upd.stage})"))
         if upd.labels is not None:
             refreshes.append(time.perf_counter())
             if "first" not in marks:
@@ -101,6 +112,16 @@ def run(args: argparse.Namespace) -> dict:
             marks["speed"] = upd.iterations_per_second
 
     widget._on_train_update = timed_update
+    start_training = widget.start_training
+
+    def timed_start(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return start_training(*a, **k)
+        finally:
+            spans.append((t0, time.perf_counter(), "Train click handler"))
+
+    widget.start_training = timed_start
 
     op_ms: list[tuple[float, str]] = []
     run_op = widget._run_layer_op
@@ -111,8 +132,9 @@ def run(args: argparse.Namespace) -> dict:
         run_op()
         now = time.perf_counter()
         op_ms.append(((now - t0) * 1000.0, f"{key[0]}{'' if key[1] is None else f' [{key[1]}]'}"))
+        spans.append((t0, now, f"layer op {op_ms[-1][1]}"))
         if "layers" not in marks and layers_exist():
-            marks["layers"] = now
+            marks["layers"] = now  # before Train when the widget made them ahead
         if "first" in marks and "first_drawn" not in marks and not widget.layers_pending:
             marks["first_drawn"] = now
 
@@ -159,12 +181,38 @@ def run(args: argparse.Namespace) -> dict:
             marks["warm_up_done"] = time.perf_counter()
 
     def idle():
-        if args.wait_warm_up and warm_up_running():
+        # the widget makes the empty prediction layers as soon as image and scribbles are
+        # chosen; the idle baseline starts once they exist (their creation is timed apart)
+        if (args.wait_warm_up and warm_up_running()) or (
+            not args.train_creates_layers and (widget.layers_pending or not layers_exist())
+        ):
             QTimer.singleShot(50, idle)
             return
         marks["idle"] = time.perf_counter()
         QTimer.singleShot(int(args.idle * 1000), train)
 
+    if args.train_creates_layers:  # the previous behaviour, for comparison
+        widget._precreate_timer.timeout.disconnect()
+    marks["exec"] = time.perf_counter()
+    stalls: list[str] = []
+    if args.trace_gaps:  # samples the GUI thread's Python stack whenever the ticks stop
+        import sys
+        import threading
+        import traceback
+
+        main_id = threading.main_thread().ident
+
+        def watchdog():
+            while "stopped" not in marks:
+                time.sleep(0.02)
+                if ticks and time.perf_counter() - ticks[-1] > 0.08 and "train" in marks:
+                    frame = sys._current_frames().get(main_id)
+                    if frame is not None:
+                        at = time.perf_counter() - marks["train"]
+                        stack = "".join(traceback.format_stack(frame)[-12:])
+                        stalls.append(f"--- {at:.2f} s after Train\n{stack}")
+
+        threading.Thread(target=watchdog, daemon=True).start()
     timer.start()
     watch_warm_up()
     idle()
@@ -172,6 +220,9 @@ def run(args: argparse.Namespace) -> dict:
     timer.stop()
 
     idle = _gaps_ms(ticks, marks["idle"] + 0.5, marks["train"])
+    made_before = "layers" in marks and marks["layers"] < marks["train"]
+    precreate = _gaps_ms(ticks, marks["exec"], marks["layers"]) if made_before else np.zeros(0)
+    created_training = [n for t, n in inserted if marks["train"] <= t <= marks["stop"]]
     busy = _gaps_ms(ticks, marks["train"], marks["stop"])
     # a gap that began before the last prediction layer existed counts as layer set-up
     layers_at = min(marks.get("layers", marks["stop"]), marks["stop"])
@@ -179,6 +230,18 @@ def run(args: argparse.Namespace) -> dict:
     starts = t[:-1] if t.size > 1 else np.zeros(0)
     setup, after = busy[starts < layers_at], busy[starts >= layers_at]
     op_max = max(op_ms) if op_ms else (float("nan"), "")
+    # what the GUI thread was doing during the longest gap (napari's own work shows as none)
+    worst_at, worst_what = float("nan"), ""
+    if busy.size:
+        i = int(np.argmax(busy))
+        g0, g1 = t[i], t[i + 1]
+        worst_at = g0 - marks["train"]
+        inside = [
+            f"{what} {1000 * (min(b, g1) - max(a, g0)):.0f} ms"
+            for a, b, what in spans
+            if a < g1 and b > g0
+        ]
+        worst_what = "; ".join(inside) or "none of the widget's handlers"
     result = {
         "idle_max": float(idle.max()) if idle.size else float("nan"),
         "gap_max": float(busy.max()) if busy.size else float("nan"),
@@ -193,6 +256,10 @@ def run(args: argparse.Namespace) -> dict:
         "first_slice": marks.get("first_slice"),
         "screen_slice": marks.get("screen_slice"),
         "layers": layers_at - marks["train"] if "layers" in marks else float("nan"),
+        "made_before": made_before,
+        "precreate_at": marks["layers"] - opened if made_before else float("nan"),
+        "precreate_max": float(precreate.max()) if precreate.size else float("nan"),
+        "created_training": len(created_training),
         "setup_max": float(setup.max()) if setup.size else float("nan"),
         "after_max": float(after.max()) if after.size else float("nan"),
         "warm_up_running": marks.get("warm_up_running"),
@@ -203,10 +270,15 @@ def run(args: argparse.Namespace) -> dict:
         "refreshes": len(refreshes),
         "handler_max": max(handler_ms) if handler_ms else float("nan"),
         "op_max": op_max[0],
+        "worst_at": worst_at,
+        "worst_what": worst_what,
         "op_max_name": op_max[1],
         "strokes": marks.get("strokes", 0),
         "shape": tuple(image.data.shape),
     }
+    if stalls:
+        Path(args.trace_gaps).write_text("\n".join(stalls))
+        print(f"GUI-thread stacks during stalls: {args.trace_gaps}")
     viewer.close()
     return result
 
@@ -224,6 +296,12 @@ def table(r: dict, args: argparse.Namespace) -> str:
             f"≤ {GAP_TARGET_MS:g}",
             ok(r["gap_max"], GAP_TARGET_MS),
         ),
+        (
+            "… when (s after Train) and what the widget ran in it",
+            f"{_fmt(r['worst_at'], 2)}: {r['worst_what']}",
+            "",
+            "",
+        ),
         ("99th percentile gap (ms)", _fmt(r["gap_p99"]), "", ""),
         ("median gap (ms; timer period 10)", _fmt(r["gap_p50"]), "", ""),
         ("gaps > 100 ms", f"{r['gaps_over_100']} of {r['ticks']}", "", ""),
@@ -234,6 +312,15 @@ def table(r: dict, args: argparse.Namespace) -> str:
             "",
         ),
         ("idle baseline: longest gap (ms)", _fmt(r["idle_max"]), "", ""),
+        (
+            "prediction layers made before Train: s after opening / longest gap until then (ms)",
+            f"{_fmt(r['precreate_at'], 2)} / {_fmt(r['precreate_max'])}"
+            if r["made_before"]
+            else "no",
+            "",
+            "",
+        ),
+        ("layers created while training", str(r["created_training"]), "", ""),
         ("Train → prediction layers created (s)", _fmt(r["layers"], 2), "", ""),
         (
             "Train → first prediction shown (s)",
@@ -291,6 +378,17 @@ def main(argv: list[str] | None = None) -> str:
         action="store_true",
         help="start the idle baseline only once the widget's import warm-up has finished "
         "(a user who draws for a while before Train); default: right away, as before",
+    )
+    p.add_argument(
+        "--train-creates-layers",
+        action="store_true",
+        help="switch off the widget's layer creation ahead of Train (the previous behaviour)",
+    )
+    p.add_argument(
+        "--trace-gaps",
+        default=None,
+        metavar="FILE",
+        help="write the GUI thread's Python stack, sampled whenever no tick came for 80 ms",
     )
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--patch", type=int, default=0, help="crop size; 0 = whole slices (lite)")

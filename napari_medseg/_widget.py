@@ -54,6 +54,7 @@ from ._layers import (
     spatial_transform,
 )
 from ._session import LayerUpdate, TrainingSession, TrainRequest, start_warm_up, user_message
+from .slots import slot_keys
 
 NONE = "(none)"
 DEFAULT_SLOTS = ("unet", "swin_unet", "mamba_unet")
@@ -63,6 +64,10 @@ SCRIBBLE_THROTTLE_MS = 400
 #: napari's progress bar repaints (and runs a nested event loop) on every change: at most
 #: this often while training (s).
 PROGRESS_INTERVAL_S = 1.0
+#: The empty prediction layers appear this long after the image/scribble/model choice settles.
+PRECREATE_DELAY_MS = 300
+#: Metadata flag of a prediction layer that was created ahead of Train and is still empty.
+PLACEHOLDER = "medseg_placeholder"
 
 
 def notify(level: str, message: str) -> None:
@@ -184,6 +189,7 @@ class MedSegWidget(QWidget):
         self._train_worker = None
         self._task_worker = None
         self._pbar = None
+        self._pbar_total = 0
         self._watched_scribbles = None
         self._slot_titles: dict[str, str] = {}
         self._prediction_image: str | None = None  # name of the image the layers belong to
@@ -199,6 +205,12 @@ class MedSegWidget(QWidget):
         self._layer_timer = QTimer(self)
         self._layer_timer.setInterval(0)
         self._layer_timer.timeout.connect(self._run_layer_op)
+        # prediction layers are created ahead of Train (see _precreate_layers), once the
+        # choices have settled: this timer restarts on every change of image, scribbles, slots
+        self._precreate_timer = QTimer(self)
+        self._precreate_timer.setSingleShot(True)
+        self._precreate_timer.setInterval(PRECREATE_DELAY_MS)
+        self._precreate_timer.timeout.connect(self._precreate_layers)
         self._build()
         self._connect_viewer()
         self._update_buttons()
@@ -370,9 +382,12 @@ class MedSegWidget(QWidget):
         self.evaluate_btn.clicked.connect(lambda: self.evaluate())
         self.image_combo.currentTextChanged.connect(self._on_image_changed)
         self.scribble_combo.currentTextChanged.connect(self._watch_scribbles)
+        for combo in (self.image_combo, self.scribble_combo, *self.slot_combos):
+            combo.currentTextChanged.connect(self._schedule_precreate)
         self._on_image_changed(self.image_combo.currentText())
         self._pick_scribble_layer()
         self._watch_scribbles()
+        self._schedule_precreate()
 
     # ================================================================== viewer wiring
     def _connect_viewer(self) -> None:
@@ -603,11 +618,11 @@ class MedSegWidget(QWidget):
                 return None
         elif self.session.loaded_state is not None:
             notify("info", "fine-tuning the loaded model on these scribbles")
-        from .training.trainer import slot_keys
-
         self._slot_titles = self._slot_titles_for(request.models, slot_keys(request.models))
         self._prediction_image = image.name
-        self._pbar = progress(total=request.iterations, desc="medseg: preparing")
+        # napari's progress bar comes with the worker's "ready" update (see _on_train_update)
+        self._pbar = None
+        self._pbar_total = request.iterations
         worker = create_worker(self.session.train, request, resume=resume, _ignore_errors=True)
         worker.yielded.connect(self._on_train_update)
         worker.errored.connect(self._on_error)
@@ -640,8 +655,14 @@ class MedSegWidget(QWidget):
         if upd.stage == "preparing":
             return
         if upd.stage == "ready":
+            if self._pbar is None:
+                # created here, not on the click: the worker now waits for the layers, whereas
+                # before "ready" it builds the networks, and napari's progress widgets set up
+                # while another thread holds the GIL froze the viewer for ~400 ms
+                self._pbar = progress(total=self._pbar_total, desc="medseg: training")
             image = self._layer_or_none(self._prediction_image, Image)
             if image is not None:
+                self._rename_placeholders(self._slot_titles)
                 self._prepare_layers(image)
             # the worker waits for this (behind the layer creations) before its first step
             self._queue_layer_op(("layers ready", None), self.session.layers_ready)
@@ -729,6 +750,7 @@ class MedSegWidget(QWidget):
             if layer.metadata.get("medseg_classes") != num_classes:
                 layer.colormap = label_colormap(num_classes, show_background=False)
                 layer.metadata["medseg_classes"] = num_classes
+            layer.metadata.pop(PLACEHOLDER, None)
             if _write_in_place(layer, data, slice_index):
                 return
             if slice_index is not None:
@@ -749,7 +771,7 @@ class MedSegWidget(QWidget):
             colormap=label_colormap(num_classes, show_background=False),
             opacity=0.6,
             visible=visible,
-            metadata={"medseg_classes": num_classes},
+            metadata={"medseg_classes": num_classes, PLACEHOLDER: not data.any()},
             **spatial_transform(image),
         )
         _defer_editing_overlays(layer)
@@ -772,22 +794,28 @@ class MedSegWidget(QWidget):
             if activate is not None:
                 layers._activate_on_insert = activate
 
-    def _prepare_layers(self, image: Image) -> None:
+    def _prepare_layers(
+        self, image: Image, titles: dict[str, str] | None = None, replace: bool = True
+    ) -> None:
         """Queues the creation of the (empty) prediction layers that do not exist yet.
 
-        Called on the worker's "ready" update (inputs checked, networks built), so the layers
-        are there before the first prediction, which then only writes data. Adding a napari
-        layer is the most expensive thing the GUI thread does here (vispy visuals, layer
-        controls, a repaint): one per event-loop pass (see :meth:`_queue_layer_op`). Existing
-        layers keep their content until the first prediction replaces it.
+        Adding a napari layer is the most expensive thing the GUI thread does here (vispy
+        visuals, layer controls, a repaint: 100–500 ms on a software-GL machine), so it
+        happens ahead of Train (:meth:`_precreate_layers`) and, for what is still missing, on
+        the worker's "ready" update, one layer per event-loop pass (:meth:`_queue_layer_op`),
+        before the first step. ``replace``: also recreate layers whose shape belongs to
+        another image (only Train does that; choosing an image never drops a result).
         """
         full = spatial_shape(image.data.shape, image.rgb)
         k = len(self.session.class_names() or self.class_names())
-        names = [(f"{PREFIX}{t}", False) for t in self._slot_titles.values()]
+        titles = self._slot_titles if titles is None else titles
+        names = [(f"{PREFIX}{t}", False) for t in titles.values()]
         names.append((f"{PREFIX}ensemble", True))
         for name, visible in names:
             layer = self._layer_or_none(name, Labels)
-            if layer is None or tuple(layer.data.shape) != tuple(full):
+            if (layer is None and name not in self.viewer.layers) or (
+                replace and (layer is None or tuple(layer.data.shape) != tuple(full))
+            ):
                 self._queue_layer_op(
                     (name, None),
                     partial(
@@ -796,11 +824,58 @@ class MedSegWidget(QWidget):
                 )
         name = f"{PREFIX}disagreement"
         layer = self._layer_or_none(name, Image)
-        if layer is None or tuple(layer.data.shape) != tuple(full):
+        if (layer is None and name not in self.viewer.layers) or (
+            replace and (layer is None or tuple(layer.data.shape) != tuple(full))
+        ):
             self._queue_layer_op(
                 (name, None),
                 partial(self._set_disagreement, name, np.zeros(full, np.float32), image, None),
             )
+
+    def _rename_placeholders(self, titles: dict[str, str]) -> None:
+        """Empty layers made ahead of Train for a slot whose model changed take the new name."""
+        wanted = {f"{PREFIX}{t}" for t in titles.values()}
+        spare = [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, Labels)
+            and layer.metadata.get(PLACEHOLDER)
+            and layer.name not in wanted
+            and layer.name != f"{PREFIX}ensemble"
+        ]
+        for name in [f"{PREFIX}{t}" for t in titles.values()]:
+            if not spare:
+                break
+            if name not in self.viewer.layers:
+                spare.pop(0).name = name
+
+    def _schedule_precreate(self, *args) -> None:
+        self._precreate_timer.start()
+
+    def _precreate_layers(self) -> None:
+        """Creates the empty prediction layers as soon as an image and its scribbles are chosen.
+
+        Creating five napari layers is what froze the viewer longest when Train was pressed
+        (benchmarks/bench_gui_responsiveness.py); done here, while the user is still drawing,
+        Train only writes into them. Layers made here and still empty follow the model slots
+        (renamed when a slot changes), and layers holding results are never touched.
+        """
+        if self.is_busy:
+            return
+        image, scribbles = self.image_combo.layer(), self.scribble_combo.layer()
+        if image is None or scribbles is None or image.multiscale:
+            return
+        try:
+            full = spatial_shape(image.data.shape, image.rgb)
+            image_kind(image.data.shape, image.rgb)
+        except ValueError:
+            return
+        if tuple(scribbles.data.shape) != tuple(full):
+            return
+        models = self.selected_models()
+        titles = self._slot_titles_for(models, slot_keys(models))
+        self._rename_placeholders(titles)
+        self._prepare_layers(image, titles, replace=False)
 
     def _show_prediction(
         self, upd: LayerUpdate, image: Image, suffix: str = "", slice_index: int | None = None

@@ -265,6 +265,52 @@ def test_train_creates_empty_layers_then_previews_the_slice_on_screen(
     assert not _messages(notes)
 
 
+def test_prediction_layers_are_made_before_train_and_follow_the_slots(
+    make_napari_viewer, qtbot, notes
+):
+    """Once an image and its scribbles are chosen the empty prediction layers exist, so Train
+    creates none (layer creation was the longest GUI freeze); a slot change renames its empty
+    layer; choosing another image never drops a result."""
+    from napari_medseg._widget import PLACEHOLDER
+
+    viewer = make_napari_viewer()
+    img, _ = _tiny_layers(viewer)
+    w = _widget(viewer, iterations=2)
+    expected = {"medseg: UNet", "medseg: UNet 2", "medseg: UNet 3", "medseg: ensemble"}
+
+    def made(names):
+        have = {la.name for la in _medseg_labels(viewer)}
+        return have == names and "medseg: disagreement" in viewer.layers and not w.layers_pending
+
+    qtbot.waitUntil(lambda: made(expected), timeout=TIMEOUT_MS)
+    for la in _medseg_labels(viewer):
+        assert la.data.shape == img.shape and la.data.max() == 0 and la.metadata[PLACEHOLDER]
+    assert viewer.layers.selection.active.name == "tiny truth"  # not a prediction layer
+
+    w.set_models(["unet", "mamba_unet", "unet"])
+    renamed = {"medseg: UNet", "medseg: MambaUNet", "medseg: UNet 2", "medseg: ensemble"}
+    qtbot.waitUntil(lambda: made(renamed), timeout=TIMEOUT_MS)
+    w.set_models(["unet", "unet", "unet"])
+    qtbot.waitUntil(lambda: made(expected), timeout=TIMEOUT_MS)
+    before = {la.name: la for la in _medseg_labels(viewer)}
+
+    inserted = []
+    viewer.layers.events.inserted.connect(lambda e: inserted.append(e.value.name))
+    w.start_training()
+    _wait_idle(qtbot, w)
+    assert inserted == []  # Train only wrote into the layers made beforehand
+    for la in _medseg_labels(viewer):
+        assert la is before[la.name] and la.data.min() >= 1 and not la.metadata.get(PLACEHOLDER)
+    result = viewer.layers["medseg: ensemble"].data.copy()
+
+    w.image_combo.setCurrentText("MRI T1")  # another shape: the results stay as they are
+    w.scribble_combo.setCurrentText("scribbles")
+    qtbot.wait(3 * 300)
+    assert not w.layers_pending and inserted == []
+    np.testing.assert_array_equal(viewer.layers["medseg: ensemble"].data, result)
+    assert not _messages(notes)
+
+
 def test_prediction_layers_are_updated_in_place(make_napari_viewer):
     viewer = make_napari_viewer()
     image = viewer.add_image(np.zeros((2, 16, 12), np.float32), name="img")

@@ -29,6 +29,7 @@ from torch import nn
 from ..device import default_preset, resolve_device
 from ..inference import Prediction, combine_predictions, predict_models
 from ..models import create_model
+from ..slots import slot_keys
 from .augmentation import augment_batch
 from .losses import (
     IGNORE_INDEX,
@@ -167,15 +168,6 @@ class TrainerUpdate:
     stopped: bool = False
     message: str = ""
     extra: dict = field(default_factory=dict)
-
-
-def slot_keys(names: Sequence[str]) -> list[str]:
-    """Unique keys for the slots, so the same architecture may fill two slots."""
-    keys, seen = [], {}
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        keys.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
-    return keys
 
 
 class TriNetTrainer:
