@@ -536,7 +536,7 @@ class TrainingSession:
         the image, or the one slice (H, W) when ``slice_index`` is given.
         """
         from .data.normalization import normalize_image, restore_layout
-        from .inference import combine_predictions, predict_models
+        from .inference import combine_predictions, member_weights, predict_models
 
         if not self.has_model:
             raise GuiError("no model yet — press Train (or Load model) before predicting")
@@ -579,7 +579,8 @@ class TrainingSession:
                     models = self._models_from_loaded(dev)
                     scale = float(self.loaded_state.get("working_scale", 1.0))
                     probs = predict_models(models, data, dev, scale)
-                    pred = combine_predictions(probs)
+                    weights = member_weights(self.loaded_state.get("member_scores"), probs)
+                    pred = combine_predictions(probs, weights=weights)
                     meta = self.loaded_state.get("metadata", {})
                     values = tuple(
                         meta.get("class_values")

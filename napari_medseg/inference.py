@@ -90,12 +90,47 @@ class Prediction:
     ensemble_probabilities: np.ndarray | None = None  # (Z, K, H, W) float32
 
 
+#: Softness of the ensemble weights: a member whose agreement score is 0.02 lower counts
+#: e⁻¹ as much (docs/design.md "The ensemble").
+MEMBER_TEMPERATURE = 0.02
+
+
+def member_weights(
+    scores: dict[str, float] | None, keys, temperature: float = MEMBER_TEMPERATURE
+) -> dict[str, float] | None:
+    """Ensemble weights from each member's agreement score (softmax over score / temperature).
+
+    The scores are how well each network matches the dense target it trains on, where that
+    target is trustworthy (the confident random-walker pixels, or the scribbles). On a CPU
+    minute the transformer often lags the others by 0.1–0.2 Dice; with equal weights its
+    errors pull the ensemble below its best member (ACDC, BENCHMARKS.md §3). None (no scores
+    yet, or one missing) means equal weights.
+    """
+    keys = list(keys)
+    if not scores or any(k not in scores for k in keys):
+        return None
+    s = np.array([float(scores[k]) for k in keys])
+    if not np.all(np.isfinite(s)):
+        return None
+    w = np.exp((s - s.max()) / max(temperature, 1e-6))
+    return dict(zip(keys, (w / w.sum()).tolist()))
+
+
 def combine_predictions(
-    probs: dict[str, np.ndarray], with_probabilities: bool = False
+    probs: dict[str, np.ndarray],
+    with_probabilities: bool = False,
+    weights: dict[str, float] | None = None,
 ) -> Prediction:
-    """Per-model argmax, ensemble argmax of the mean, and where the models disagree."""
+    """Per-model argmax, ensemble argmax of the (weighted) mean, and where the models disagree.
+
+    ``weights``: one per member (see :func:`member_weights`); None averages equally.
+    """
     per_model = {k: p.argmax(axis=1).astype(np.uint8) for k, p in probs.items()}
-    mean = np.mean(np.stack(list(probs.values())), axis=0)
+    if weights is None:
+        mean = np.mean(np.stack(list(probs.values())), axis=0)
+    else:
+        total = sum(float(weights[k]) for k in probs)
+        mean = sum(float(weights[k]) / total * p for k, p in probs.items())
     ensemble = mean.argmax(axis=1).astype(np.uint8)
     stacked = np.stack(list(per_model.values()))
     # fraction of networks whose vote differs from the ensemble: 0 = all agree

@@ -288,6 +288,54 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
         _trainer(iterations=1, models=("unet", "unet"))[0].load_state(state)
 
 
+def test_member_weights_favour_the_member_that_fits_its_target():
+    from napari_medseg.inference import member_weights
+
+    w = member_weights({"a": 0.90, "b": 0.80, "c": 0.88}, ["a", "b", "c"])
+    assert sum(w.values()) == pytest.approx(1.0)
+    assert w["a"] > w["c"] > w["b"] and w["b"] < 0.01
+    assert member_weights(None, ["a"]) is None  # no scores yet: equal weights
+    assert member_weights({"a": 0.9}, ["a", "b"]) is None  # a member without a score
+    assert member_weights({"a": 0.9, "b": float("nan")}, ["a", "b"]) is None
+
+
+def test_weighted_ensemble_follows_the_heavier_member():
+    from napari_medseg.inference import combine_predictions
+
+    a = np.zeros((1, 2, 2, 2), np.float32)
+    a[:, 1] = 1.0  # a says class 1 everywhere, confidently
+    b = np.zeros((1, 2, 2, 2), np.float32)
+    b[:, 0] = 0.6
+    b[:, 1] = 0.4  # b leans to class 0
+    c = b.copy()
+    equal = combine_predictions({"a": a, "b": b, "c": c})
+    assert (equal.ensemble == 1).all()  # mean: 0.6 for class 1
+    weighted = combine_predictions(
+        {"a": a, "b": b, "c": c}, weights={"a": 0.1, "b": 0.45, "c": 0.45}
+    )
+    assert (weighted.ensemble == 0).all()
+    assert weighted.disagreement.max() == pytest.approx(1 / 3)
+
+
+def test_trainer_scores_members_and_checkpoints_keep_the_scores(tmp_path):
+    tr, task = _trainer(iterations=3, models=("unet", "mamba_unet"))
+    tr.run()
+    assert set(tr.member_scores) == {"unet", "mamba_unet"}
+    assert all(0.0 <= v <= 1.0 for v in tr.member_scores.values())
+    # a member made to look far better decides the ensemble alone
+    tr.member_scores = {"unet": 1.0, "mamba_unet": 0.0}
+    pred = tr.predict(task.images[0])
+    np.testing.assert_array_equal(pred.ensemble, pred.per_model["unet"])
+    tr.member_scores = {"unet": 0.0, "mamba_unet": 1.0}
+    pred = tr.predict(task.images[0])
+    np.testing.assert_array_equal(pred.ensemble, pred.per_model["mamba_unet"])
+    state = load_checkpoint(save_checkpoint(tr.state_dict(), tmp_path / "m.pt"))
+    assert state["member_scores"] == {"unet": 0.0, "mamba_unet": 1.0}
+    tr2, _ = _trainer(iterations=1, models=("unet", "mamba_unet"))
+    tr2.load_state(state)
+    assert tr2.member_scores == {"unet": 0.0, "mamba_unet": 1.0}
+
+
 def test_checkpoint_with_pickled_code_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):

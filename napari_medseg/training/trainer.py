@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..device import default_preset, resolve_device
-from ..inference import Prediction, combine_predictions, predict_models
+from ..inference import Prediction, combine_predictions, member_weights, predict_models
 from ..models import create_model
 from ..slots import slot_keys
 from .augmentation import augment_batch
@@ -46,6 +46,8 @@ DEFAULT_TRIO = ("unet", "swin_unet", "mamba_unet")
 # Below this many iterations BatchNorm statistics are re-estimated before each prediction,
 # from this many training batches (fewer for a quick first preview, see ``steps``).
 BN_RECALIBRATE_BELOW = 2000
+# Exponential average of the members' agreement scores (``_update_scores``): ~the last 10 steps
+SCORE_MOMENTUM = 0.8
 BN_RECALIBRATE_BATCHES = 8
 FIRST_PREVIEW_BN_BATCHES = 2
 
@@ -236,6 +238,8 @@ class TriNetTrainer:
             ).to(self.device)
         self.optimizers = {k: self._make_optimizer(m) for k, m in self.models.items()}
         self.iteration = 0
+        # how well each member fits the trustworthy part of its target: the ensemble weights
+        self.member_scores: dict[str, float] = {}
         self._dice = PseudoLabelDice(self.num_classes)
         if checkpoint is not None:
             self.load_state(checkpoint)
@@ -411,6 +415,7 @@ class TriNetTrainer:
                 loss = loss + cfg.pseudo_weight * ramp * self._dice(lg, pseudo)
             losses[k] = float(loss.detach())
             total = total + loss
+        self._update_scores(logits, rw if rw is not None else scribble)
         for opt in self.optimizers.values():
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -420,6 +425,36 @@ class TriNetTrainer:
             opt.step()
         losses["total"] = float(total.detach())
         return losses, lr
+
+    @torch.no_grad()
+    def _update_scores(self, logits: dict[str, torch.Tensor], target: torch.Tensor) -> None:
+        """Mean Dice of each member's argmax against ``target`` on its labelled pixels.
+
+        The target is the confident random-walker labels (99.5 % right on ACDC, where they
+        cover ~96 % of a slice) or, without the walker, the scribbles: a label-free estimate of
+        which member is ahead, measured on the batch the step trains on anyway.
+        """
+        valid = target >= 0
+        if not bool(valid.any()):
+            return
+        truth = [(target == c) & valid for c in range(self.num_classes)]
+        present = [c for c in range(self.num_classes) if bool(truth[c].any())]
+        for k, lg in logits.items():
+            pred = lg.argmax(dim=1)
+            dice = []
+            for c in present:
+                p = (pred == c) & valid
+                inter = (p & truth[c]).sum().item()
+                dice.append(2.0 * inter / (p.sum().item() + truth[c].sum().item()))
+            score = float(np.mean(dice))
+            old = self.member_scores.get(k)
+            self.member_scores[k] = (
+                score if old is None else SCORE_MOMENTUM * old + (1 - SCORE_MOMENTUM) * score
+            )
+
+    def ensemble_weights(self) -> dict[str, float] | None:
+        """The members' weights in the ensemble (None: equal)."""
+        return member_weights(self.member_scores, self.keys)
 
     def steps(self, first_preview_slices: Sequence[int] | None = None) -> Iterator[TrainerUpdate]:
         """Trains until the budget is spent or a stop is requested, yielding after each step.
@@ -541,7 +576,7 @@ class TriNetTrainer:
         probs = predict_models(
             self.models, image, self.device, self.scale, self.config.predict_batch_size
         )
-        return combine_predictions(probs, with_probabilities)
+        return combine_predictions(probs, with_probabilities, self.ensemble_weights())
 
     @torch.no_grad()
     def _recalibrate_batchnorm(self, batches: int = BN_RECALIBRATE_BATCHES) -> None:
@@ -594,6 +629,7 @@ class TriNetTrainer:
             "num_classes": self.num_classes,
             "iteration": self.iteration,
             "working_scale": self.scale,
+            "member_scores": dict(self.member_scores),
             "slots": [
                 {
                     "key": k,
@@ -624,5 +660,7 @@ class TriNetTrainer:
                 except (ValueError, KeyError):
                     pass  # optimiser layout changed: momentum restarts, weights are kept
         self.iteration = int(state.get("iteration", 0))
+        scores = state.get("member_scores") or {}
+        self.member_scores = {k: float(scores[k]) for k in self.keys if k in scores}
         for k, v in state.get("metadata", {}).items():
             self.metadata.setdefault(k, v)
