@@ -11,6 +11,7 @@ worker reaches the viewer (``_ignore_errors`` + our own ``errored`` handler).
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -633,6 +634,11 @@ class MedSegWidget(QWidget):
         self._pbar_time = 0.0
         self.status_label.setText("Preparing the networks…")
         self._update_buttons()
+        # Python's full garbage collections walk every object of the process (napari, torch,
+        # the layers): 200–400 ms with the GIL held, and the worker's allocations (building
+        # the networks) triggered one right after Train — a 400 ms freeze. Frozen objects are
+        # skipped until the run ends (unfreeze in _on_train_finished).
+        gc.freeze()
         worker.start()
         return worker
 
@@ -708,6 +714,7 @@ class MedSegWidget(QWidget):
             pbar.update(step - pbar.n)
 
     def _on_train_finished(self) -> None:
+        gc.unfreeze()  # what became garbage during the run can be collected again
         self._train_worker = None
         self._scribble_timer.stop()
         if self._pbar is not None:

@@ -239,6 +239,9 @@ def test_train_creates_empty_layers_then_previews_the_slice_on_screen(
 
     qtbot.waitUntil(layers_ready, timeout=TIMEOUT_MS)
     assert w.session.trainer.iteration == 0 and w.is_training
+    import gc
+
+    assert gc.get_freeze_count() > 0  # full collections skip the viewer's heap while training
     assert {la.name for la in _medseg_labels(viewer)} == expected
     for la in _medseg_labels(viewer):
         assert la.data.shape == img.shape and la.data.max() == 0
@@ -260,6 +263,7 @@ def test_train_creates_empty_layers_then_previews_the_slice_on_screen(
     assert viewer.layers.selection.active is scr_layer
     w.stop_training()
     _wait_idle(qtbot, w)
+    assert gc.get_freeze_count() == 0  # and are collectable again once it ends
     assert w.status_label.text().startswith("Stopped — iteration"), w.status_label.text()
     assert ens_layer.data[1 - z].max() == 0  # a stopped run ends without a new prediction
     assert not _messages(notes)
