@@ -202,8 +202,13 @@ def test_trainer_yields_losses_and_final_predictions():
 
 def test_first_preview_can_cover_one_slice_and_later_ones_everything():
     tr, task = _trainer(iterations=2, models=("unet", "unet"), preview_every_seconds=0.0)
+    batches = []
+    recalibrate = tr._recalibrate_batchnorm
+    tr._recalibrate_batchnorm = lambda n: (batches.append(n), recalibrate(n))
     updates = list(tr.steps(first_preview_slices=[1]))
     first, second, final = updates
+    # live previews re-estimate BatchNorm quickly, the final prediction thoroughly
+    assert batches == [2, 2, 8]
     assert first.prediction_slices == (1,)
     assert first.prediction.ensemble.shape == (1, 40, 36)
     assert first.prediction.per_model["unet"].shape == (1, 40, 36)
