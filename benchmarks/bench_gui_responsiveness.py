@@ -13,13 +13,16 @@ benchmark measures ours in a real viewer (run it under Xvfb on a headless machin
   apart from the longest gap afterwards, and whether the import warm-up that starts with the
   widget was still running when Train was pressed.
 
-The scenario: open the MRI sample with the widget docked, record an idle baseline, press
-Train (default trio, lite, CPU), draw a scribble stroke every second like a user would, press
-Stop after ``--seconds``. Prints a markdown table; ``--out FILE`` also writes it. Usage::
+The scenario: open the MRI sample with the widget docked, wait until the widget has made
+its (empty) prediction layers (timed apart: the longest gap from opening until then), record
+an idle baseline, press Train (default trio, lite, CPU), draw a scribble stroke every second
+like a user would, press Stop after ``--seconds``. The table also says when the longest gap
+came and which of the widget's handlers ran in it; ``--trace-gaps FILE`` samples the GUI
+thread's Python stack during stalls. Prints a markdown table; ``--out FILE`` also writes it::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/bench_gui_responsiveness.py \
         [--seconds 30] [--sample mri] [--models unet,swin_unet,mamba_unet] [--threads N]
-        [--wait-warm-up] [--out table.md]
+        [--wait-warm-up] [--train-creates-layers] [--trace-gaps FILE] [--out table.md]
 """
 
 from __future__ import annotations
