@@ -814,15 +814,19 @@ class MedSegWidget(QWidget):
         another image (only Train does that; choosing an image never drops a result).
         """
         full = spatial_shape(image.data.shape, image.rgb)
+
+        def wanted(name: str, kind) -> bool:
+            layer = self._layer_or_none(name, kind)
+            if layer is None and name not in self.viewer.layers:
+                return True  # missing
+            return replace and (layer is None or tuple(layer.data.shape) != tuple(full))
+
         k = len(self.session.class_names() or self.class_names())
         titles = self._slot_titles if titles is None else titles
         names = [(f"{PREFIX}{t}", False) for t in titles.values()]
         names.append((f"{PREFIX}ensemble", True))
         for name, visible in names:
-            layer = self._layer_or_none(name, Labels)
-            if (layer is None and name not in self.viewer.layers) or (
-                replace and (layer is None or tuple(layer.data.shape) != tuple(full))
-            ):
+            if wanted(name, Labels):
                 self._queue_layer_op(
                     (name, None),
                     partial(
@@ -830,10 +834,7 @@ class MedSegWidget(QWidget):
                     ),
                 )
         name = f"{PREFIX}disagreement"
-        layer = self._layer_or_none(name, Image)
-        if (layer is None and name not in self.viewer.layers) or (
-            replace and (layer is None or tuple(layer.data.shape) != tuple(full))
-        ):
+        if wanted(name, Image):
             self._queue_layer_op(
                 (name, None),
                 partial(self._set_disagreement, name, np.zeros(full, np.float32), image, None),
@@ -841,19 +842,16 @@ class MedSegWidget(QWidget):
 
     def _rename_placeholders(self, titles: dict[str, str]) -> None:
         """Empty layers made ahead of Train for a slot whose model changed take the new name."""
-        wanted = {f"{PREFIX}{t}" for t in titles.values()}
+        wanted = [f"{PREFIX}{t}" for t in titles.values()]
         spare = [
             layer
             for layer in self.viewer.layers
             if isinstance(layer, Labels)
             and layer.metadata.get(PLACEHOLDER)
-            and layer.name not in wanted
-            and layer.name != f"{PREFIX}ensemble"
+            and layer.name not in (*wanted, f"{PREFIX}ensemble")
         ]
-        for name in [f"{PREFIX}{t}" for t in titles.values()]:
-            if not spare:
-                break
-            if name not in self.viewer.layers:
+        for name in wanted:
+            if spare and name not in self.viewer.layers:
                 spare.pop(0).name = name
 
     def _schedule_precreate(self, *args) -> None:

@@ -439,16 +439,15 @@ class TriNetTrainer:
         valid = target >= 0
         if not bool(valid.any()):
             return
-        truth = [(target == c) & valid for c in range(self.num_classes)]
-        present = [c for c in range(self.num_classes) if bool(truth[c].any())]
+        classes = torch.arange(self.num_classes, device=target.device).view(1, -1, 1, 1)
+        truth = (target.unsqueeze(1) == classes) & valid.unsqueeze(1)  # (B, K, H, W)
+        truth_count = truth.sum(dim=(0, 2, 3))
+        present = truth_count > 0
         for k, lg in logits.items():
-            pred = lg.argmax(dim=1)
-            dice = []
-            for c in present:
-                p = (pred == c) & valid
-                inter = (p & truth[c]).sum().item()
-                dice.append(2.0 * inter / (p.sum().item() + truth[c].sum().item()))
-            score = float(np.mean(dice))
+            pred = (lg.argmax(dim=1, keepdim=True) == classes) & valid.unsqueeze(1)
+            inter = (pred & truth).sum(dim=(0, 2, 3))
+            dice = 2.0 * inter[present] / (pred.sum(dim=(0, 2, 3)) + truth_count)[present]
+            score = float(dice.float().mean())
             old = self.member_scores.get(k)
             self.member_scores[k] = (
                 score if old is None else SCORE_MOMENTUM * old + (1 - SCORE_MOMENTUM) * score
