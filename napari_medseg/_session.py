@@ -57,11 +57,26 @@ class TrainRequest:
     threads: int | None = None  # torch CPU threads in the worker; None: default_threads()
     rw_weight: float | None = None  # None: the engine's default
     max_side: int | None = None  # working resolution (longest side); None: native size
+    shape_prior: str = "none"  # "none" or "cardiac" (napari_medseg.shape_prior)
     # the slice of a stack the user is looking at: the first live preview predicts only it
     # (quick), later previews the whole stack
     preview_slice: int | None = None
     # after the "ready" update, wait (at most LAYERS_WAIT_S) for layers_ready() before training
     wait_for_layers: bool = False
+
+
+def shape_prior_for(choice: str, class_names: Sequence[str]) -> dict | None:
+    """The widget's prior choice for its named classes (a config dict), or GuiError why not."""
+    from .shape_prior import cardiac_prior_from_names
+
+    if choice in (None, "", "none"):
+        return None
+    if choice == "cardiac":
+        try:
+            return cardiac_prior_from_names(class_names).to_dict()
+        except ValueError as e:
+            raise GuiError(str(e)) from None
+    raise GuiError(f"unknown shape prior {choice!r}: choose 'none' or 'cardiac'")
 
 
 @dataclass
@@ -363,6 +378,7 @@ class TrainingSession:
                 cfg.rw_weight = float(request.rw_weight)
             if request.max_side is not None:
                 cfg.max_side = int(request.max_side)  # 0 = native resolution
+            cfg.shape_prior = shape_prior_for(request.shape_prior, request.class_names)
             if self._stop.is_set():
                 yield LayerUpdate(stage="done", done=True, stopped=True)
                 return
@@ -537,6 +553,7 @@ class TrainingSession:
         """
         from .data.normalization import normalize_image, restore_layout
         from .inference import combine_predictions, member_weights, predict_models
+        from .shape_prior import ShapePrior
 
         if not self.has_model:
             raise GuiError("no model yet — press Train (or Load model) before predicting")
@@ -580,7 +597,10 @@ class TrainingSession:
                     scale = float(self.loaded_state.get("working_scale", 1.0))
                     probs = predict_models(models, data, dev, scale)
                     weights = member_weights(self.loaded_state.get("member_scores"), probs)
-                    pred = combine_predictions(probs, weights=weights)
+                    prior = ShapePrior.from_dict(
+                        (self.loaded_state.get("config") or {}).get("shape_prior")
+                    )
+                    pred = combine_predictions(probs, weights=weights, prior=prior)
                     meta = self.loaded_state.get("metadata", {})
                     values = tuple(
                         meta.get("class_values")

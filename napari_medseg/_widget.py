@@ -54,7 +54,15 @@ from ._layers import (
     spatial_shape,
     spatial_transform,
 )
-from ._session import LayerUpdate, TrainingSession, TrainRequest, start_warm_up, user_message
+from ._session import (
+    GuiError,
+    LayerUpdate,
+    TrainingSession,
+    TrainRequest,
+    shape_prior_for,
+    start_warm_up,
+    user_message,
+)
 from .slots import slot_keys
 
 NONE = "(none)"
@@ -256,6 +264,17 @@ class MedSegWidget(QWidget):
         form.addRow("Image", self.image_combo)
         form.addRow("Scribbles", row)
         form.addRow("Classes", self.classes_edit)
+        self.prior_combo = QComboBox()
+        self.prior_combo.addItem("none", "none")
+        self.prior_combo.addItem("cardiac short axis (LV, Myo)", "cardiac")
+        self.prior_combo.setToolTip(
+            "Anatomical rules applied to every prediction and to the networks' target. "
+            "Cardiac: the class named LV is a convex cavity (papillary muscles included), the "
+            "class named Myo is no thicker than twice its strokes' distance from the cavity "
+            "(draw its strokes along the middle of the wall), and a class without strokes on a "
+            "scribbled slice is absent there (scribble every structure a slice shows)"
+        )
+        form.addRow("Shape prior", self.prior_combo)
         form.addRow("Ground truth", self.truth_combo)
         root.addWidget(data_box)
 
@@ -571,6 +590,11 @@ class MedSegWidget(QWidget):
                 "give at least two class names separated by commas, e.g. 'background, lesion'",
             )
             return None
+        try:
+            shape_prior_for(self.prior_combo.currentData(), names)
+        except GuiError as e:
+            notify("error", str(e))
+            return None
         truth_layer = self.truth_combo.layer()
         truth = None
         if truth_layer is not None:
@@ -596,6 +620,7 @@ class MedSegWidget(QWidget):
             patch_size=self.patch_spin.value(),
             preview_every_seconds=self.preview_spin.value(),
             max_side=self.max_side_spin.value(),
+            shape_prior=self.prior_combo.currentData(),
             truth=truth,
             spacing=tuple(spatial_transform(image)["scale"]),
             preview_slice=self._current_slice(image) if kind == "stack" else None,

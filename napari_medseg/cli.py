@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="weight of the random-walker pseudo-label loss (0 disables)",
     )
+    t.add_argument(
+        "--shape-prior",
+        default=None,
+        help="anatomical rules for the predictions and the walker's target: 'none' (default), "
+        "'cardiac' (ACDC values 1 RV, 2 Myo, 3 LV: a convex LV cavity, a myocardium no "
+        "thicker than twice its strokes' distance from the cavity, complete slices), or rules "
+        "in label values such as 'slices,convex=3,wall=2:3' (docs/design.md 'Shape priors')",
+    )
     t.add_argument("--dataset", choices=["acdc"], help="dataset protocol instead of one image")
     t.add_argument("--data", help="dataset folder (with --dataset)")
     t.add_argument("--fold", default="fold1", help="ACDC fold: fold1..fold5 (with --dataset)")

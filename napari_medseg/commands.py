@@ -39,7 +39,7 @@ def _progress(total: float | None, desc: str, unit: str = "it"):
     )
 
 
-def _config_from_args(args, defaults: dict | None = None):
+def _config_from_args(args, defaults: dict | None = None, class_values=()):
     from .training import TrainConfig
 
     cfg = TrainConfig(**(defaults or {}))
@@ -61,6 +61,13 @@ def _config_from_args(args, defaults: dict | None = None):
         v = getattr(args, name, None)
         if v is not None:
             setattr(cfg, name, v)
+    if getattr(args, "shape_prior", None) is not None:
+        from .shape_prior import parse_shape_prior
+
+        try:
+            cfg.shape_prior = parse_shape_prior(args.shape_prior, class_values).to_dict()
+        except ValueError as e:
+            raise CliError(f"--shape-prior: {e}") from None
     if cfg.iterations is None and cfg.seconds is None:
         cfg.seconds = 60.0
     from .models import list_models
@@ -130,11 +137,13 @@ def cmd_train(args) -> int:
         defaults = {
             "models": tuple(s["name"] for s in checkpoint["slots"]),
             "preset": checkpoint["slots"][0]["preset"],
+            # fine-tuning keeps the rules the trio was trained with unless told otherwise
+            "shape_prior": checkpoint.get("config", {}).get("shape_prior"),
         }
     task = prepare_interactive(image.array, scribbles, unlabelled, class_values)
     for w in task.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    cfg = _config_from_args(args, defaults)
+    cfg = _config_from_args(args, defaults, task.class_values)
     cfg.preview_every_seconds = None
     trainer = TriNetTrainer(
         task.images,
@@ -173,7 +182,9 @@ def _train_dataset(args) -> int:
     fold = args.fold.lower().removeprefix("fold")
     if not fold.isdigit() or not 1 <= int(fold) <= 5:
         raise CliError(f"--fold {args.fold!r} is not one of fold1..fold5")
-    cfg = _config_from_args(args)
+    from .training.dataset_protocol import ACDC_NUM_CLASSES
+
+    cfg = _config_from_args(args, class_values=tuple(range(ACDC_NUM_CLASSES)))
     cfg.preview_every_seconds = None
     unlabelled = 4 if args.unlabelled is None else args.unlabelled
     result = run_acdc_protocol(
@@ -198,6 +209,7 @@ def cmd_predict(args) -> int:
     from .data.readers import load_image
     from .device import resolve_device
     from .inference import combine_predictions, member_weights, predict_models
+    from .shape_prior import ShapePrior
     from .training.interactive import InteractiveTask
 
     state = load_checkpoint(path_or_error(args.checkpoint, "--checkpoint"))
@@ -223,7 +235,11 @@ def cmd_predict(args) -> int:
         int(meta.get("unlabelled", 0)),
     )
     probs = predict_models(models, norm.data, device, float(state.get("working_scale", 1.0)))
-    pred = combine_predictions(probs, weights=member_weights(state.get("member_scores"), probs))
+    # without scribbles only the prior's stroke-free rules (convex fill) apply
+    prior = ShapePrior.from_dict((state.get("config") or {}).get("shape_prior"))
+    pred = combine_predictions(
+        probs, weights=member_weights(state.get("member_scores"), probs), prior=prior
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for f in _write_prediction(out, task, pred, image.spacing):

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .shape_prior import ShapePrior, apply_shape_prior
+
 # Above this many pixels per slice a whole-slice forward pass may not fit in memory:
 # MONAI's sliding-window inference predicts overlapping tiles and blends them (Gaussian).
 TILE_THRESHOLD_PIXELS = 1024 * 1024
@@ -120,18 +122,26 @@ def combine_predictions(
     probs: dict[str, np.ndarray],
     with_probabilities: bool = False,
     weights: dict[str, float] | None = None,
+    prior: ShapePrior | None = None,
+    seeds: np.ndarray | None = None,
 ) -> Prediction:
     """Per-model argmax, ensemble argmax of the (weighted) mean, and where the models disagree.
 
     ``weights``: one per member (see :func:`member_weights`); None averages equally.
+    ``prior``: anatomical rules applied to every label map (:mod:`napari_medseg.shape_prior`),
+    with ``seeds`` (Z, H, W class indices, -1 unlabelled) for the rules that need strokes.
+    The probabilities stay as the networks gave them.
     """
-    per_model = {k: p.argmax(axis=1).astype(np.uint8) for k, p in probs.items()}
+    per_model = {
+        k: apply_shape_prior(p.argmax(axis=1).astype(np.uint8), seeds, prior)
+        for k, p in probs.items()
+    }
     if weights is None:
         mean = np.mean(np.stack(list(probs.values())), axis=0)
     else:
         total = sum(float(weights[k]) for k in probs)
         mean = sum(float(weights[k]) / total * p for k, p in probs.items())
-    ensemble = mean.argmax(axis=1).astype(np.uint8)
+    ensemble = apply_shape_prior(mean.argmax(axis=1).astype(np.uint8), seeds, prior)
     stacked = np.stack(list(per_model.values()))
     # fraction of networks whose vote differs from the ensemble: 0 = all agree
     disagreement = (stacked != ensemble[None]).mean(axis=0).astype(np.float32)

@@ -396,6 +396,17 @@ def test_error_no_image(make_napari_viewer, notes):
     _assert_error(notes, "no model to save")
 
 
+def test_error_cardiac_prior_without_lv_and_myo_classes(make_napari_viewer, notes):
+    viewer = make_napari_viewer()
+    _tiny_layers(viewer)
+    w = _widget(viewer)
+    w.classes_edit.setText("background, tumour")
+    w.prior_combo.setCurrentIndex(w.prior_combo.findData("cardiac"))
+    assert w.start_training() is None
+    _assert_error(notes, "named 'LV'", "choose no prior")
+    assert not w.is_busy
+
+
 def test_error_no_scribble_layer_and_shape_mismatch(make_napari_viewer, notes):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((32, 32), np.float32), name="img")

@@ -109,3 +109,21 @@ def test_the_worker_waits_for_the_gui_layers_before_its_first_step():
     session.request_stop()
     rest = list(gen)
     assert rest[-1].done and rest[-1].stopped and rest[-1].run_step == 0
+
+
+def test_cardiac_prior_follows_the_class_names():
+    import pytest
+
+    from napari_medseg._session import GuiError
+    from napari_medseg.shape_prior import ShapePrior
+
+    img, scr = _stack()
+    scr[:, 30:32, 5:30] = 3
+    session = TrainingSession()
+    names = ["background", "LV", "Myo"]
+    updates = list(session.train(_request(img, scr, class_names=names, shape_prior="cardiac")))
+    assert updates[-1].done
+    prior = ShapePrior.from_dict(session.trainer.config.shape_prior)
+    assert prior == ShapePrior(exhaustive_slices=True, convex=(1,), walls=((2, 1),))
+    with pytest.raises(GuiError, match="named 'LV'"):
+        list(TrainingSession().train(_request(img, scr[:, :, :] % 3, shape_prior="cardiac")))

@@ -402,3 +402,39 @@ def test_one_trio_step_with_each_seed_architecture(name):
     final = tr.run()
     assert final.iteration == 1 and np.isfinite(final.losses[name])
     assert final.prediction.per_model[name].shape == (2, 40, 36)
+
+
+def test_shape_prior_shapes_predictions_and_the_walker_target():
+    from napari_medseg.shape_prior import ShapePrior, apply_shape_prior
+
+    img, scr, _ = two_class_stack()
+    img[:, 24:30, 16:20] = 0.2  # a dark notch cut into the bright square from below
+    scr[1][scr[1] == 2] = 0  # slice 1: background strokes only, so (exhaustive) no square
+    task = prepare_interactive(img, scr, 0)
+    prior = ShapePrior(exhaustive_slices=True, convex=(1,))
+    cfg = TrainConfig(
+        models=("unet", "unet"),
+        preset="lite",
+        iterations=30,
+        device="cpu",
+        **{**TINY, "shape_prior": prior.to_dict()},
+    )
+    tr = TriNetTrainer(task.images, task.seeds, task.num_classes, cfg)
+    final = tr.run().prediction
+    seeds = task.seeds[0]
+    assert not (final.ensemble[1] == 1).any()
+    assert all(not (lab[1] == 1).any() for lab in final.per_model.values())
+    # the same networks without the rules: the square shows on slice 1, and the rules are
+    # exactly what turned their labels into the final ones
+    tr.shape_prior = ShapePrior()
+    raw = tr.predict(task.images[0], seeds=seeds)
+    assert (raw.ensemble[1] == 1).sum() > 50
+    np.testing.assert_array_equal(final.ensemble, apply_shape_prior(raw.ensemble, seeds, prior))
+    # the walker's target gets the rules too: its notch is filled
+    tr.shape_prior = prior
+    tr.config.prior_on_teacher = False
+    rw_raw = tr._random_walker()[0]
+    tr.config.prior_on_teacher = True
+    rw_shaped = tr._random_walker()[0]
+    assert (rw_raw[0, 26:30, 17:19] != 1).any() and (rw_shaped[0, 26:30, 17:19] == 1).all()
+    np.testing.assert_array_equal(rw_shaped, apply_shape_prior(rw_raw, tr._seeds[0], prior))

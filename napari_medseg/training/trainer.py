@@ -29,6 +29,7 @@ from torch import nn
 from ..device import default_preset, resolve_device
 from ..inference import Prediction, combine_predictions, member_weights, predict_models
 from ..models import create_model
+from ..shape_prior import ShapePrior, apply_shape_prior
 from ..slots import slot_keys
 from .augmentation import augment_batch
 from .losses import (
@@ -129,6 +130,10 @@ class TrainConfig:
     preview_first_after_steps: int = 1
     predict_batch_size: int = 4
     max_side: int | None = None  # working resolution: longest side in px (0 = native)
+    # anatomical rules (napari_medseg.shape_prior.ShapePrior.to_dict(), class indices) applied
+    # to every prediction and, with prior_on_teacher, to the random walker's target
+    shape_prior: dict | None = None
+    prior_on_teacher: bool = True
 
     def resolve(self, preset: str) -> None:
         """Fills the fields left ``None`` with the preset's defaults."""
@@ -217,6 +222,7 @@ class TriNetTrainer:
                 raise ValueError("all images must have the same number of channels")
         self.metadata = dict(metadata or {})
         self.preview = preview
+        self.shape_prior = ShapePrior.from_dict(cfg.shape_prior)
         largest = max(max(im.shape[-2:]) for im in images)
         self.scale = working_scale((largest, largest), cfg.max_side)
         self._native_images = [np.ascontiguousarray(im, dtype=np.float32) for im in images]
@@ -280,6 +286,7 @@ class TriNetTrainer:
         if not slices:
             raise ValueError("the scribbles have no labelled pixels — draw at least one stroke")
         self._seeds, self._slices = resized, slices
+        self._native_seeds = seeds
         self._rw: list[np.ndarray] | None = None  # rebuilt lazily (cached per slice)
         self._class_weights = None
 
@@ -313,6 +320,8 @@ class TriNetTrainer:
                     )[0]
                     cached = self._rw_cache[(i, z)] = (key, lab)
                 vol[z] = cached[1]
+            if self.config.prior_on_teacher:
+                vol = apply_shape_prior(vol, sd, self.shape_prior)
             out.append(vol)
         return out
 
@@ -531,7 +540,9 @@ class TriNetTrainer:
             message="stopped" if self._stop.is_set() else "finished",
         )
         if self.preview is not None and not self._stop.is_set():
-            final.prediction = self.predict(self._native_images[self.preview])
+            final.prediction = self.predict(
+                self._native_images[self.preview], seeds=self._native_seeds[self.preview]
+            )
         self._stop.clear()  # a later steps() call resumes; a stop asked before this one counted
         yield final
 
@@ -548,10 +559,13 @@ class TriNetTrainer:
     ) -> tuple[Prediction, tuple[int, ...] | None]:
         """A live preview: the whole preview image, or only ``slices`` of it (quicker)."""
         image = self._native_images[self.preview]
+        seeds = self._native_seeds[self.preview]
         picked = tuple(sorted({int(z) for z in slices or () if 0 <= int(z) < image.shape[0]}))
         if not picked or len(picked) == image.shape[0]:
-            return self.predict(image, bn_batches=PREVIEW_BN_BATCHES), None
-        return self.predict(image[list(picked)], bn_batches=PREVIEW_BN_BATCHES), picked
+            return self.predict(image, bn_batches=PREVIEW_BN_BATCHES, seeds=seeds), None
+        sel = list(picked)
+        pred = self.predict(image[sel], bn_batches=PREVIEW_BN_BATCHES, seeds=seeds[sel])
+        return pred, picked
 
     @torch.no_grad()
     def predict(
@@ -559,19 +573,23 @@ class TriNetTrainer:
         image: np.ndarray,
         with_probabilities: bool = False,
         bn_batches: int = BN_RECALIBRATE_BATCHES,
+        seeds: np.ndarray | None = None,
     ) -> Prediction:
         """Predicts a (Z, C, H, W) image with every network; ensemble = mean probability.
 
         The image is taken at its native size and brought to the training's working resolution
         (the same factor, so structures keep the apparent size the networks learnt).
         ``bn_batches``: training batches for the BatchNorm re-estimation of short runs.
+        ``seeds``: the image's scribbles (Z, H, W), for the shape prior's rules that need them.
         """
         if self.iteration < BN_RECALIBRATE_BELOW:
             self._recalibrate_batchnorm(bn_batches)
         probs = predict_models(
             self.models, image, self.device, self.scale, self.config.predict_batch_size
         )
-        return combine_predictions(probs, with_probabilities, self.ensemble_weights())
+        return combine_predictions(
+            probs, with_probabilities, self.ensemble_weights(), self.shape_prior, seeds
+        )
 
     @torch.no_grad()
     def _recalibrate_batchnorm(self, batches: int = BN_RECALIBRATE_BATCHES) -> None:
