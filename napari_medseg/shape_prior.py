@@ -11,7 +11,8 @@ apical slices where there is none. The rules below encode the conventions direct
 * ``exhaustive_slices`` — on a slice that holds strokes, a class without strokes is absent
   (its pixels go to the nearest other class). Only for scribbles drawn that way (ACDC's are);
   a lone corrective background stroke would erase that slice's structures.
-* ``convex`` — each listed class is filled to its convex hull on every slice.
+* ``convex`` — each listed class is one convex region on every slice: its main component
+  (the one holding its strokes) filled to its convex hull, its other islands dropped.
 * ``walls`` — (wall, cavity) pairs: the wall is no thicker than twice the median distance of
   its strokes from the cavity. Users draw a wall's stroke along its middle, so that distance
   is half its thickness; the rule needs no parameter and adapts to every slice.
@@ -154,12 +155,27 @@ def _drop_unscribbled(lab: np.ndarray, seeds: np.ndarray) -> None:
     _nearest_other(lab, absent, np.isin(lab, np.unique(present)))
 
 
-def _fill_convex(lab: np.ndarray, cls: int) -> None:
+def _fill_convex(lab: np.ndarray, cls: int, seeds: np.ndarray | None) -> None:
+    """One convex region: the class's main component filled to its hull, its islands dropped.
+
+    The main component is the one holding most of the class's strokes on the slice (the
+    largest when it has none). Without this, the hull of scattered pixels — an early preview,
+    a noisy classifier — would paint most of the slice.
+    """
+    from scipy import ndimage as ndi
     from skimage.morphology import convex_hull_image
 
     mask = lab == cls
     if mask.sum() < 3:
         return
+    comps, n = ndi.label(mask)
+    if n > 1:
+        votes = np.bincount(comps[seeds == cls], minlength=n + 1)[1:] if seeds is not None else 0
+        sizes = np.bincount(comps.ravel(), minlength=n + 1)[1:]
+        main = 1 + int(np.argmax(votes * (sizes.max() + 1) + sizes))
+        islands = mask & (comps != main)
+        _nearest_other(lab, islands, ~mask)
+        mask = comps == main
     try:
         hull = convex_hull_image(mask)
     except Exception:  # collinear pixels: no 2-D hull, nothing to fill
@@ -201,7 +217,7 @@ def apply_shape_prior(
         if sd is not None and prior.exhaustive_slices:
             _drop_unscribbled(lab, sd)
         for cls in prior.convex:
-            _fill_convex(lab, cls)
+            _fill_convex(lab, cls, sd)
         if sd is not None:
             for wall, cavity in prior.walls:
                 _limit_wall(lab, sd, wall, cavity)

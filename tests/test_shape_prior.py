@@ -133,3 +133,18 @@ def test_shape_mismatch_is_refused():
         apply_shape_prior(
             np.zeros((1, 8, 8), np.uint8), _no_seeds((1, 8, 9)), ShapePrior(convex=(1,))
         )
+
+
+def test_convex_class_keeps_the_component_with_its_strokes_and_drops_islands():
+    lab = np.zeros((1, 64, 64), np.uint8)
+    lab[0, 10:20, 10:20] = LV  # where the strokes are
+    lab[0, 40:60, 40:60] = LV  # a larger island elsewhere (a noisy early prediction)
+    seeds = _no_seeds(lab.shape)
+    seeds[0, 14:16, 12:18] = LV
+    out = apply_shape_prior(lab, seeds, ShapePrior(convex=(LV,)))
+    assert (out[0, 10:20, 10:20] == LV).all()
+    assert not (out[0, 40:60, 40:60] == LV).any()  # not painted over by one giant hull
+    assert (out[0] == LV).sum() == 100
+    # without strokes the largest component is the cavity
+    out = apply_shape_prior(lab, None, ShapePrior(convex=(LV,)))
+    assert (out[0, 40:60, 40:60] == LV).all() and not (out[0, 10:20, 10:20] == LV).any()
