@@ -552,8 +552,7 @@ class TrainingSession:
         the image, or the one slice (H, W) when ``slice_index`` is given.
         """
         from .data.normalization import normalize_image, restore_layout
-        from .inference import combine_predictions, member_weights, predict_models
-        from .shape_prior import ShapePrior
+        from .inference import combine_saved, predict_models
 
         if not self.has_model:
             raise GuiError("no model yet — press Train (or Load model) before predicting")
@@ -596,11 +595,7 @@ class TrainingSession:
                     models = self._models_from_loaded(dev)
                     scale = float(self.loaded_state.get("working_scale", 1.0))
                     probs = predict_models(models, data, dev, scale)
-                    weights = member_weights(self.loaded_state.get("member_scores"), probs)
-                    prior = ShapePrior.from_dict(
-                        (self.loaded_state.get("config") or {}).get("shape_prior")
-                    )
-                    pred = combine_predictions(probs, weights=weights, prior=prior)
+                    pred = combine_saved(probs, self.loaded_state)
                     meta = self.loaded_state.get("metadata", {})
                     values = tuple(
                         meta.get("class_values")

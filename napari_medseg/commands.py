@@ -208,8 +208,7 @@ def cmd_predict(args) -> int:
     from .data.normalization import normalize_image
     from .data.readers import load_image
     from .device import resolve_device
-    from .inference import combine_predictions, member_weights, predict_models
-    from .shape_prior import ShapePrior
+    from .inference import combine_saved, predict_models
     from .training.interactive import InteractiveTask
 
     state = load_checkpoint(path_or_error(args.checkpoint, "--checkpoint"))
@@ -235,11 +234,7 @@ def cmd_predict(args) -> int:
         int(meta.get("unlabelled", 0)),
     )
     probs = predict_models(models, norm.data, device, float(state.get("working_scale", 1.0)))
-    # without scribbles only the prior's stroke-free rules (convex fill) apply
-    prior = ShapePrior.from_dict((state.get("config") or {}).get("shape_prior"))
-    pred = combine_predictions(
-        probs, weights=member_weights(state.get("member_scores"), probs), prior=prior
-    )
+    pred = combine_saved(probs, state)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for f in _write_prediction(out, task, pred, image.spacing):

@@ -146,3 +146,14 @@ def combine_predictions(
     # fraction of networks whose vote differs from the ensemble: 0 = all agree
     disagreement = (stacked != ensemble[None]).mean(axis=0).astype(np.float32)
     return Prediction(per_model, ensemble, disagreement, mean if with_probabilities else None)
+
+
+def combine_saved(probs: dict[str, np.ndarray], state: dict, seeds=None) -> Prediction:
+    """Combines a saved trio's member probabilities as its training did.
+
+    The checkpoint carries the members' agreement scores (the ensemble weights) and the shape
+    prior the trio was trained with; without ``seeds`` only the prior's stroke-free rules apply.
+    """
+    prior = ShapePrior.from_dict((state.get("config") or {}).get("shape_prior"))
+    weights = member_weights(state.get("member_scores"), probs)
+    return combine_predictions(probs, weights=weights, prior=prior, seeds=seeds)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_medseg.checkpoints import load_checkpoint
 from napari_medseg.cli import main
 from napari_medseg.data.readers import read_labels
 
@@ -51,6 +52,8 @@ def test_train_predict_eval_round_trip(tiny_pair, capsys):
             str(tiny_pair / "scr.tif"),
             "--out",
             str(out),
+            "--shape-prior",
+            "slices,convex=3",
             *FAST,
         ]
     )
@@ -61,8 +64,11 @@ def test_train_predict_eval_round_trip(tiny_pair, capsys):
     ens = read_labels(out / "ensemble.tif")
     assert ens.shape == (2, 40, 36) and ens.dtype == np.uint8
     assert set(np.unique(ens)) <= {1, 3}
+    # the prior is kept in label values' indices: value 3 is class index 1
+    prior = {"exhaustive_slices": True, "convex": [1], "walls": []}
+    assert load_checkpoint(out / "model.pt")["config"]["shape_prior"] == prior
 
-    # fine-tune from the checkpoint
+    # fine-tune from the checkpoint (which keeps its prior unless told otherwise)
     rc = main(
         [
             "train",
@@ -85,6 +91,7 @@ def test_train_predict_eval_round_trip(tiny_pair, capsys):
         ]
     )
     assert rc == 0
+    assert load_checkpoint(tiny_pair / "run2" / "model.pt")["config"]["shape_prior"] == prior
 
     rc = main(
         [
@@ -146,6 +153,11 @@ def test_train_predict_eval_round_trip(tiny_pair, capsys):
             "unknown model",
         ),
         (["train", "--image", "{img}", "--scribbles", "{cut}", "--out", "o"], "shape mismatch"),
+        (
+            ["train", "--image", "{img}", "--scribbles", "{scr}", "--out", "o"]
+            + ["--shape-prior", "convex=7"],
+            "class value 7",
+        ),
         (
             ["predict", "--checkpoint", "{img}", "--image", "{img}", "--out", "o"],
             "not a PyTorch checkpoint",
