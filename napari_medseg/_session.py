@@ -558,8 +558,11 @@ class TrainingSession:
             raise GuiError("no model yet — press Train (or Load model) before predicting")
         norm = normalize_image(image, kind)
         data = norm.data
+        # the shape prior's stroke rules apply when this is the image being trained on
+        seeds = self.trainer.scribbles_of(data) if self.trainer is not None else None
         if slice_index is not None and norm.kind == "stack":
             data = data[slice_index : slice_index + 1]
+            seeds = seeds[slice_index : slice_index + 1] if seeds is not None else None
         state_channels = (
             self.trainer.in_channels
             if self.trainer is not None
@@ -586,7 +589,7 @@ class TrainingSession:
         try:
             with _CpuThreads(threads, dev.type):
                 if self.trainer is not None:
-                    pred = self.trainer.predict(data)
+                    pred = self.trainer.predict(data, seeds=seeds)
                     values = tuple(
                         self.trainer.metadata.get("class_values")
                         or range(1, self.trainer.num_classes + 1)

@@ -127,3 +127,24 @@ def test_cardiac_prior_follows_the_class_names():
     assert prior == ShapePrior(exhaustive_slices=True, convex=(1,), walls=((2, 1),))
     with pytest.raises(GuiError, match="named 'LV'"):
         list(TrainingSession().train(_request(img, scr[:, :, :] % 3, shape_prior="cardiac")))
+
+
+def test_predict_on_the_training_image_gets_the_priors_stroke_rules():
+    img, scr = _stack()
+    scr[:, 30:32, 5:30] = 3
+    scr[1][scr[1] == 3] = 0  # slice 1 has no stroke of class 3: complete slices drop it
+    session = TrainingSession()
+    req = _request(
+        img, scr, class_names=["background", "LV", "Myo"], shape_prior="cardiac", iterations=30
+    )
+    final = list(session.train(req))[-1]
+    assert not (final.ensemble[1] == 3).any()
+    # without the strokes the networks do put class 3 (index 2) on slice 1
+    data = session.task.images[0]
+    assert (session.trainer.predict(data).ensemble[1] == 2).any()
+    again = session.predict(img, "stack", threads=1)
+    np.testing.assert_array_equal(again.ensemble, final.ensemble)
+    one = session.predict(img, "stack", slice_index=1, threads=1)
+    np.testing.assert_array_equal(one.ensemble, final.ensemble[1])
+    # another image: no strokes to go by, so the stroke rules stay off
+    assert session.trainer.scribbles_of(np.zeros_like(session.task.images[0])) is None

@@ -567,6 +567,17 @@ class TriNetTrainer:
         pred = self.predict(image[sel], bn_batches=PREVIEW_BN_BATCHES, seeds=seeds[sel])
         return pred, picked
 
+    def scribbles_of(self, image: np.ndarray) -> np.ndarray | None:
+        """The current scribbles (Z, H, W indices) of ``image`` if it is one being trained on.
+
+        Lets a caller that only holds the image (the widget's Predict) get the same stroke
+        rules of the shape prior as the live previews; None for any other image.
+        """
+        for im, sd in zip(self._native_images, self._native_seeds):
+            if im.shape == image.shape and np.array_equal(im, image):
+                return sd
+        return None
+
     @torch.no_grad()
     def predict(
         self,
