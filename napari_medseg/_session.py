@@ -115,7 +115,15 @@ def warm_imports() -> None:
     from .data import normalization  # noqa: F401
     from .training import interactive, trainer  # noqa: F401
 
-    for name in ("monai.losses", "torch._dynamo", "skimage.segmentation"):
+    # scipy.ndimage and skimage.morphology: the shape prior's rules on the first preview
+    # (~0.45 s of imports holding the GIL in the worker otherwise)
+    for name in (
+        "monai.losses",
+        "torch._dynamo",
+        "skimage.segmentation",
+        "scipy.ndimage",
+        "skimage.morphology",
+    ):
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a warm-up only: Train reports real problems

@@ -51,7 +51,13 @@ def test_default_threads_leave_a_core_for_the_gui():
 
 def test_warm_imports_load_what_the_first_step_needs():
     warm_imports()
-    for name in ("monai.losses", "torch._dynamo", "napari_medseg.training.trainer"):
+    for name in (
+        "monai.losses",
+        "torch._dynamo",
+        "napari_medseg.training.trainer",
+        "scipy.ndimage",
+        "skimage.morphology",
+    ):
         assert name in sys.modules, name
     # once per process, in a daemon thread (not Qt's global pool, see start_warm_up)
     thread = start_warm_up()
