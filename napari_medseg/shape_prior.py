@@ -65,16 +65,17 @@ class ShapePrior:
         )
 
 
-#: Named priors in label values. "cardiac" follows ACDC (0 background, 1 RV, 2 myocardium,
-#: 3 LV cavity): a convex LV cavity, a myocardial wall around it, complete slices.
-PRESETS_IN_VALUES: dict[str, dict] = {
-    "none": {},
-    "cardiac": {"exhaustive_slices": True, "convex": [3], "walls": [[2, 3]]},
-}
+#: Label values of the CLI's "cardiac" prior: ACDC's (0 background, 1 RV, 2 Myo, 3 LV).
+CARDIAC_VALUES = {"cavity": 3, "wall": 2}
 
 #: Class names the widget recognises for the cardiac prior (lower case).
 CAVITY_NAMES = ("lv", "lv cavity", "left ventricle", "lv blood pool", "blood pool")
 WALL_NAMES = ("myo", "myocardium", "lv myocardium", "wall")
+
+
+def cardiac_prior(cavity: int, wall: int) -> ShapePrior:
+    """Short-axis cardiac convention: a convex LV cavity, its wall around it, complete slices."""
+    return ShapePrior(exhaustive_slices=True, convex=(cavity,), walls=((wall, cavity),))
 
 
 def parse_shape_prior(spec: str | None, class_values: Sequence[int]) -> ShapePrior:
@@ -86,27 +87,6 @@ def parse_shape_prior(spec: str | None, class_values: Sequence[int]) -> ShapePri
     """
     spec = (spec or "none").strip().lower()
     values = [int(v) for v in class_values]
-    if spec in PRESETS_IN_VALUES:
-        d = PRESETS_IN_VALUES[spec]
-    else:
-        d = {"exhaustive_slices": False, "convex": [], "walls": []}
-        for term in filter(None, (t.strip() for t in spec.split(","))):
-            key, _, arg = term.partition("=")
-            try:
-                if key == "slices" and not arg:
-                    d["exhaustive_slices"] = True
-                elif key == "convex" and arg:
-                    d["convex"].append(int(arg))
-                elif key == "wall" and ":" in arg:
-                    w, c = arg.split(":", 1)
-                    d["walls"].append([int(w), int(c)])
-                else:
-                    raise ValueError
-            except ValueError:
-                raise ValueError(
-                    f"cannot read the shape prior term {term!r}: use 'none', 'cardiac' or "
-                    "comma-separated 'slices', 'convex=VALUE', 'wall=WALL:CAVITY'"
-                ) from None
 
     def index(v: int) -> int:
         if v not in values:
@@ -116,10 +96,33 @@ def parse_shape_prior(spec: str | None, class_values: Sequence[int]) -> ShapePri
             )
         return values.index(v)
 
+    if spec == "none":
+        return ShapePrior()
+    if spec == "cardiac":
+        return cardiac_prior(index(CARDIAC_VALUES["cavity"]), index(CARDIAC_VALUES["wall"]))
+    d = {"exhaustive_slices": False, "convex": [], "walls": []}
+    for term in filter(None, (t.strip() for t in spec.split(","))):
+        key, _, arg = term.partition("=")
+        try:
+            if key == "slices" and not arg:
+                d["exhaustive_slices"] = True
+            elif key == "convex" and arg:
+                d["convex"].append(int(arg))
+            elif key == "wall" and ":" in arg:
+                w, c = arg.split(":", 1)
+                d["walls"].append([int(w), int(c)])
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"cannot read the shape prior term {term!r}: use 'none', 'cardiac' or "
+                "comma-separated 'slices', 'convex=VALUE', 'wall=WALL:CAVITY'"
+            ) from None
+
     return ShapePrior(
-        exhaustive_slices=bool(d.get("exhaustive_slices", False)),
-        convex=tuple(index(v) for v in d.get("convex", ())),
-        walls=tuple((index(w), index(c)) for w, c in d.get("walls", ())),
+        exhaustive_slices=d["exhaustive_slices"],
+        convex=tuple(index(v) for v in d["convex"]),
+        walls=tuple((index(w), index(c)) for w, c in d["walls"]),
     )
 
 
@@ -133,7 +136,7 @@ def cardiac_prior_from_names(names: Sequence[str]) -> ShapePrior:
             "the cardiac prior needs a class named 'LV' (the cavity) and one named 'Myo' (its "
             f"wall); the classes are {list(names)} — rename them or choose no prior"
         )
-    return ShapePrior(exhaustive_slices=True, convex=(cavity,), walls=((wall, cavity),))
+    return cardiac_prior(cavity, wall)
 
 
 # ---------------------------------------------------------------- rules (one slice each)
@@ -148,11 +151,11 @@ def _nearest_other(lab: np.ndarray, move: np.ndarray, keep: np.ndarray) -> None:
 
 
 def _drop_unscribbled(lab: np.ndarray, seeds: np.ndarray) -> None:
-    present = seeds[seeds >= 0]
-    if present.size == 0:
+    drawn = np.unique(seeds[seeds >= 0])
+    if drawn.size == 0:
         return
-    absent = np.isin(lab, np.unique(present), invert=True) & (lab >= 0)
-    _nearest_other(lab, absent, np.isin(lab, np.unique(present)))
+    kept = np.isin(lab, drawn)
+    _nearest_other(lab, ~kept & (lab >= 0), kept)
 
 
 def _fill_convex(lab: np.ndarray, cls: int, seeds: np.ndarray | None) -> None:
