@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     from qtpy.QtWidgets import QApplication
 
-    try:  # napari toasts a PyQt5 deprecation notice that would cover part of the picture
+    try:  # under PyQt5, napari toasts a deprecation notice that would cover part of the picture
         import napari._qt.qt_main_window as qt_main_window
 
         qt_main_window.SHOW_QT_WARNING = False

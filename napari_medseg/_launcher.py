@@ -35,7 +35,8 @@ def _check_imports() -> None:
     except Exception as e:  # ImportError, or qtpy's QtBindingsNotFoundError
         raise GuiUnavailableError(
             f"napari or a Qt binding is not installed ({e}); install them with "
-            "`pip install 'napari-medseg[gui]' pyqt5` or use the headless `napari-medseg demo`"
+            "`pip install 'napari-medseg[gui]'` (napari + PyQt6) or use the headless "
+            "`napari-medseg demo`"
         ) from None
 
 

@@ -1,9 +1,10 @@
-"""npe2 reader: ACDC ``.h5`` volumes, NIfTI volumes and TIFF stacks as napari layers.
+"""npe2 reader: ACDC ``.h5`` volumes, NIfTI volumes, TIFF stacks and DICOM series as layers.
 
 Why a reader of our own when napari opens TIFFs already: the pixel spacing (NIfTI header,
-ImageJ TIFF metadata) becomes the layer scale, so distances (HD95) and the 3-D view are in
-millimetres; and an ACDC file opens as image + scribbles + ground truth in the plugin's
-label convention (0 = unlabelled, value v = class v-1), ready for the widget.
+ImageJ TIFF metadata, DICOM PixelSpacing and slice positions) becomes the layer scale, so
+distances (HD95) and the 3-D view are in millimetres; a DICOM folder opens as one volume; and
+an ACDC file opens as image + scribbles + ground truth in the plugin's label convention
+(0 = unlabelled, value v = class v-1), ready for the widget.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ._layers import label_color_dict
 
 LayerData = tuple[Any, dict, str]
 
-_SUFFIXES = (".h5", ".hdf5", ".nii", ".nii.gz", ".tif", ".tiff")
+_SUFFIXES = (".h5", ".hdf5", ".nii", ".nii.gz", ".tif", ".tiff", ".dcm")
 # file names that hold label maps rather than intensities (ACDC: patient001_frame01_gt.nii.gz)
 _LABEL_HINTS = ("_gt", "label", "mask", "seg", "scribble", "truth", "annotation")
 
@@ -36,9 +37,16 @@ def _stem(path: str) -> str:
 def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
     """Returns the reader for the file types we know, else None (napari tries other readers)."""
     paths = [path] if isinstance(path, str) else list(path)
-    if not paths or any(_suffix(str(p)) not in _SUFFIXES for p in paths):
-        return None
-    return read_layers
+    return read_layers if paths and all(_readable(str(p)) for p in paths) else None
+
+
+def _readable(path: str) -> bool:
+    if _suffix(path) in _SUFFIXES:
+        return True
+    # npe2 offers us every folder (accepts_directories): take only those holding DICOM slices
+    from .data.readers import is_dicom_path
+
+    return Path(path).is_dir() and is_dicom_path(path)
 
 
 def read_layers(path: str | list[str]) -> list[LayerData]:

@@ -259,14 +259,21 @@ def cmd_eval(args) -> int:
         except ValueError:
             raise CliError(f"--classes {args.classes!r} must be integers, e.g. 1,2,3") from None
     rows = []
+    units: set[str] = set()
     for p, t in zip(args.pred, args.truth):
         pred = read_labels(path_or_error(p, "--pred"))
         truth = read_labels(path_or_error(t, "--truth"))
         if pred.shape != truth.shape:
             raise CliError(f"shape mismatch: {p} is {pred.shape} but {t} is {truth.shape}")
-        spacing = args.spacing or load_image(t).spacing
+        # the truth file's spacing, else the prediction's (train/predict write the image's)
+        spacing = args.spacing or load_image(t).spacing or load_image(p).spacing
         if spacing is not None and len(spacing) != truth.ndim:
             spacing = spacing[-truth.ndim :] if len(spacing) > truth.ndim else None
+        units.add(
+            "voxels (no spacing in the files; --spacing gives mm)"
+            if spacing is None
+            else f"physical units, e.g. mm (spacing {','.join(f'{v:g}' for v in spacing)})"
+        )
         cls = classes or [
             int(v) for v in np.unique(np.concatenate([np.unique(truth), np.unique(pred)])) if v != 0
         ]
@@ -275,6 +282,7 @@ def cmd_eval(args) -> int:
             rows.append(r)
     summary = summarize_by_class(rows)
     print(_format_summary(summary))
+    print(f"hd95/asd in {'; '.join(sorted(units))}")
     if args.out:
         print(f"wrote {write_metrics_csv(args.out, rows)}")
     return 0

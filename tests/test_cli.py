@@ -180,3 +180,45 @@ def test_list_models(capsys):
     out = capsys.readouterr().out
     for name in ("unet", "swin_unet", "mamba_unet", "wnet2d", "cmunext", "msnet", "wave_gms"):
         assert name in out
+
+
+def test_dicom_series_trains_and_outputs_keep_its_spacing(tmp_path, capsys):
+    """`--image folder/` reads a DICOM series; the outputs carry its spacing, and `eval` then
+    reports distances in mm."""
+    pytest.importorskip("pydicom")
+    from dicom_files import write_series
+
+    from napari_medseg.data.readers import load_image, write_labels
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(300, 20, (2, 40, 36)).clip(0).astype(np.uint16)
+    vol[:, 10:30, 10:26] += 400
+    write_series(tmp_path / "series", vol, spacing=(3.0, 0.8, 0.6), order=[1, 0])
+    scr = np.zeros(vol.shape, np.uint8)
+    scr[:, 2:4, 2:30] = 1
+    scr[:, 18:20, 14:22] = 2
+    tifffile.imwrite(tmp_path / "scr.tif", scr)
+    out = tmp_path / "run"
+    args = ["train", "--image", str(tmp_path / "series"), "--scribbles", str(tmp_path / "scr.tif")]
+    assert main([*args, "--out", str(out), *FAST]) == 0
+    ens = load_image(out / "ensemble.tif")
+    assert ens.array.shape == vol.shape
+    assert ens.spacing == pytest.approx((3.0, 0.8, 0.6))
+    capsys.readouterr()
+
+    # eval: truth without spacing, prediction with it (2 columns off = 1.2 mm, not 2 voxels)
+    truth = np.ones(vol.shape, np.uint8)
+    truth[:, 10:30, 10:26] = 2
+    tifffile.imwrite(tmp_path / "truth.tif", truth)
+    write_labels(tmp_path / "shifted.tif", np.roll(truth, 2, axis=2), spacing=(3.0, 0.8, 0.6))
+    rc = main(
+        ["eval", "--pred", str(tmp_path / "shifted.tif"), "--truth", str(tmp_path / "truth.tif")]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "class 2: dice" in printed and "hd95 1.2000" in printed
+    assert "hd95/asd in physical units, e.g. mm (spacing 3,0.8,0.6)" in printed
+    rc = main(
+        ["eval", "--pred", str(tmp_path / "truth.tif"), "--truth", str(tmp_path / "truth.tif")]
+    )
+    assert "hd95/asd in voxels" in capsys.readouterr().out

@@ -32,7 +32,33 @@ def test_manifest_contributions():
     assert {s.key for s in c.sample_data} == {"mri", "rgb"}
     assert c.writers[0].layer_types == ["labels"]
     assert "*.nii.gz" in c.readers[0].filename_patterns
+    assert "*.dcm" in c.readers[0].filename_patterns
+    assert c.readers[0].accepts_directories  # a DICOM series is a folder
     pm.validate_imports()  # every python_name resolves (widget, reader, writer, samples)
+
+
+def test_gui_and_testing_extras_use_pyqt6():
+    """napari 0.9 deprecates PyQt5: both extras install PyQt6 and no other binding."""
+    import configparser
+    from pathlib import Path
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).parents[1] / "setup.cfg")
+    for extra in ("gui", "testing"):
+        reqs = cfg["options.extras_require"][extra].lower().split()
+        assert "pyqt6" in reqs and not {"pyqt5", "pyside2"} & set(reqs), extra
+
+
+def test_qt_binding_in_use_is_the_one_asked_for():
+    """`make test` asks for PyQt6 (QT_API); qtpy silently falls back to another installed
+    binding (e.g. a PyQt5 left in an old .venv) when the asked one is missing — not here."""
+    import os
+
+    wanted = os.environ.get("QT_API")
+    if not wanted:
+        pytest.skip("QT_API is not set (make test sets QT_API=pyqt6)")
+    qtpy = pytest.importorskip("qtpy")
+    assert qtpy.API_NAME.lower() == wanted.lower()
 
 
 def test_no_qt_binding_in_install_requires():
@@ -101,6 +127,28 @@ def test_nifti_reader_keeps_spacing(tmp_path):
     nib.save(nib.Nifti1Image((vol % 4).astype(np.uint8), np.eye(4)), str(gt))
     ((_, _, kind),) = napari_get_reader(str(gt))(str(gt))
     assert kind == "labels"
+
+
+def test_dicom_folder_reader_gives_scale(tmp_path):
+    pytest.importorskip("pydicom")
+    from dicom_files import write_series
+
+    from napari_medseg._reader import napari_get_reader
+
+    vol = np.arange(3 * 8 * 6, dtype=np.uint16).reshape(3, 8, 6)
+    paths = write_series(tmp_path / "ct", vol, spacing=(5.0, 0.7, 0.7), slope=1.0, intercept=-10)
+    ((data, meta, kind),) = napari_get_reader(str(tmp_path / "ct"))(str(tmp_path / "ct"))
+    assert kind == "image" and meta["name"] == "ct" and meta["scale"] == (5.0, 0.7, 0.7)
+    np.testing.assert_allclose(data, vol - 10.0)
+    # one .dcm file is offered to us too (a 2-D slice with its in-plane scale)
+    first = str(paths[0])
+    ((one, one_meta, _),) = napari_get_reader(first)(first)
+    assert one.shape == (8, 6) and one_meta["scale"] == (0.7, 0.7)
+    # npe2 offers us every folder: one without DICOM is left to napari's other readers
+    (tmp_path / "pngs").mkdir()
+    (tmp_path / "pngs" / "a.png").write_bytes(b"not dicom")
+    assert napari_get_reader(str(tmp_path / "pngs")) is None
+    assert napari_get_reader(str(tmp_path / "ct" / "0000.dcm")) is not None
 
 
 def test_writer_roundtrip_with_spacing(tmp_path):

@@ -374,6 +374,64 @@ def test_rgb_image_trains_to_2d_layers(make_napari_viewer, qtbot, notes):
     assert viewer.layers["tiny scribbles"].data.tobytes() == scr.tobytes()
 
 
+def test_dicom_series_opens_with_its_spacing_and_trains(make_napari_viewer, qtbot, notes, tmp_path):
+    """A DICOM folder through the plugin's reader: one volume at the headers' scale, trainable,
+    and evaluated with distances in mm (the layer scale reaches the metrics)."""
+    pytest.importorskip("pydicom")
+    from dicom_files import write_series
+
+    from napari_medseg._session import evaluate_labels
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(300, 20, (3, 40, 36)).clip(0).astype(np.uint16)
+    vol[:, 10:30, 10:26] += 400
+    write_series(tmp_path / "series", vol, spacing=(3.0, 0.8, 0.6), order=[2, 0, 1])
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "series"), plugin="napari-medseg")
+    (layer,) = viewer.layers
+    assert layer.name == "series" and layer.data.shape == (3, 40, 36)
+    np.testing.assert_array_equal(layer.data, vol)
+    assert tuple(layer.scale) == pytest.approx((3.0, 0.8, 0.6))
+
+    w = MedSegWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.image_combo.setCurrentText("series")
+    scr_layer = w.new_scribble_layer()
+    assert tuple(scr_layer.scale) == pytest.approx((3.0, 0.8, 0.6))
+    scr = np.zeros(vol.shape, np.uint8)
+    scr[:, 2:4, 2:30] = 1
+    scr[:, 18:20, 14:22] = 2
+    scr_layer.data = scr
+    truth = np.ones(vol.shape, np.uint8)
+    truth[:, 10:30, 10:26] = 2
+    viewer.add_labels(truth, name="truth", scale=layer.scale)
+    w.scribble_combo.setCurrentText(scr_layer.name)
+    w.truth_combo.setCurrentText("truth")
+    w.classes_edit.setText("background, square")
+    w.set_models(["unet", "unet", "unet"])
+    w.preset_combo.setCurrentText("lite")
+    w.device_combo.setCurrentText("cpu")
+    w.iterations_spin.setValue(2)
+    w.batch_spin.setValue(2)
+    w.patch_spin.setValue(32)
+    w.start_training()
+    _wait_idle(qtbot, w)
+    assert w.status_label.text().startswith("Finished — iteration 2/2"), w.status_label.text()
+    assert not _messages(notes), notes
+    for la in _medseg_labels(viewer):
+        assert la.data.shape == vol.shape
+        assert tuple(la.scale) == pytest.approx((3.0, 0.8, 0.6))
+
+    # a known prediction: the truth moved 2 columns right, i.e. 2 x 0.6 mm
+    viewer.layers["medseg: ensemble"].data = np.roll(truth, 2, axis=2)
+    w.evaluate()
+    _wait_idle(qtbot, w)
+    (shown,) = [r for r in w.last_metrics if r["model"] == "ensemble"]
+    assert shown["hd95"] == pytest.approx(1.2)
+    in_voxels = evaluate_labels({"e": np.roll(truth, 2, axis=2)}, truth, ["background", "square"])
+    assert in_voxels[0]["hd95"] == pytest.approx(2.0)
+
+
 # ---------------------------------------------------------------- errors → notifications
 def _assert_error(notes, *words):
     errors = _messages(notes)

@@ -6,8 +6,8 @@ format records it, is returned in the same axis order as the array (``(z, y, x)`
 volume, ``(y, x)`` for a 2-D image) so that metrics such as HD95 can be given in physical
 units without any axis bookkeeping by the caller.
 
-Heavy or optional format libraries (h5py, nibabel, imageio, tifffile) are imported inside
-the functions that need them, so importing this module stays cheap.
+Heavy or optional format libraries (h5py, nibabel, imageio, tifffile, pydicom) are imported
+inside the functions that need them, so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "ACDC_UNLABELLED",
     "AcdcVolume",
     "ImageData",
+    "is_dicom_path",
     "load_image",
     "read_acdc_volume",
     "read_image",
@@ -41,6 +42,7 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 _RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _H5_SUFFIXES = (".h5", ".hdf5")
+_DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
 @dataclass
@@ -81,21 +83,24 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _check_exists(path: Path) -> None:
+def _check_exists(path: Path, folder_ok: bool = False) -> None:
     if not path.exists():
         raise FileNotFoundError(
             f"{path} does not exist — check the path (relative paths are "
             f"resolved from {Path.cwd()})"
         )
-    if path.is_dir():
+    if path.is_dir() and not folder_ok:
         raise IsADirectoryError(f"{path} is a folder — give the path of one image file")
 
 
 def _unsupported(path: Path) -> ValueError:
-    supported = ", ".join(_TIFF_SUFFIXES + _RASTER_SUFFIXES + _NIFTI_SUFFIXES + _H5_SUFFIXES)
+    supported = ", ".join(
+        _TIFF_SUFFIXES + _RASTER_SUFFIXES + _NIFTI_SUFFIXES + _H5_SUFFIXES + _DICOM_SUFFIXES
+    )
     return ValueError(
         f"cannot read {path.name!r}: unsupported file type {_suffix(path)!r}. "
-        f"Supported: {supported}. Convert the file to TIFF or NIfTI first."
+        f"Supported: {supported} and folders of DICOM slices. Convert the file to TIFF or "
+        "NIfTI first."
     )
 
 
@@ -171,15 +176,41 @@ def _read_h5_image(path: Path) -> ImageData:
     return ImageData(np.asarray(array), None, path)
 
 
+def is_dicom_path(path: str | os.PathLike) -> bool:
+    """A folder with DICOM files in it, a ``.dcm`` file, or any file that starts like DICOM.
+
+    The last case covers the extension-less slices (``IM0001``) that scanners and PACS export.
+    """
+    from .dicom import dicom_files, is_dicom_file
+
+    path = Path(path)
+    if path.is_dir():
+        return bool(dicom_files(path))
+    return _suffix(path) in _DICOM_SUFFIXES or (path.is_file() and is_dicom_file(path))
+
+
+def _read_dicom(path: Path) -> ImageData:
+    import warnings
+
+    from .dicom import read_dicom
+
+    series = read_dicom(path)
+    for w in series.warnings:
+        warnings.warn(w, stacklevel=3)
+    return ImageData(series.array, series.spacing, path)
+
+
 def load_image(path: str | os.PathLike) -> ImageData:
     """Read an image with its spacing (when known) and source path.
 
     TIFF (tifffile; ImageJ spacing if present), PNG/JPEG/BMP (imageio), NIfTI (.nii,
-    .nii.gz; returned as (Z, Y, X) with spacing from the header) and HDF5 (dataset
-    ``image``, as in the WSL4MIS ACDC files).
+    .nii.gz; returned as (Z, Y, X) with spacing from the header), HDF5 (dataset
+    ``image``, as in the WSL4MIS ACDC files) and DICOM: a folder of slices, one ``.dcm``
+    file (a slice or a multi-frame volume), or an extension-less DICOM file (see
+    :mod:`napari_medseg.data.dicom`; (Z, Y, X) in rescaled units, spacing in mm).
     """
     path = Path(path)
-    _check_exists(path)
+    _check_exists(path, folder_ok=True)
     suffix = _suffix(path)
     if suffix in _TIFF_SUFFIXES:
         return _read_tiff(path)
@@ -189,6 +220,10 @@ def load_image(path: str | os.PathLike) -> ImageData:
         return _read_nifti(path)
     if suffix in _H5_SUFFIXES:
         return _read_h5_image(path)
+    # a folder, a .dcm file, or an unknown name that may be an extension-less DICOM slice;
+    # a folder without DICOM gets read_dicom's "no DICOM file in this folder" error
+    if path.is_dir() or is_dicom_path(path):
+        return _read_dicom(path)
     raise _unsupported(path)
 
 
