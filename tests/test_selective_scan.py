@@ -7,6 +7,8 @@ matters downstream (a tiny entry next to a huge one cannot be resolved in float3
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 import pytest
 import torch
@@ -262,3 +264,106 @@ def test_unknown_backend_is_rejected():
 def test_real_mamba_loader_never_crashes():
     fn, why = dispatch._load_mamba()
     assert (fn is None) == bool(why)
+
+
+# ----------------------------------------------------------------------------- mamba-ssm path
+# A stand-in for mamba-ssm, installed in sys.modules where the real package would be, so that
+# the dispatcher's CUDA branch (import, argument order, layouts, result) runs on a CPU. Only the
+# device check (`_all_cuda`) is patched; the import goes through the real `_load_mamba`.
+MAMBA_MODULE = "mamba_ssm.ops.selective_scan_interface"
+
+
+@pytest.fixture
+def stand_in_mamba(monkeypatch):
+    """Records every call; computes with the reference scan (mamba-ssm's semantics)."""
+    calls: list[dict] = []
+
+    def selective_scan_fn(
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D=None,
+        z=None,
+        delta_bias=None,
+        delta_softplus=False,
+        return_last_state=False,
+    ):
+        calls.append(dict(zip(NAMES, (u, delta, A, B, C, D, z, delta_bias))))
+        calls[-1].update(delta_softplus=delta_softplus, return_last_state=return_last_state)
+        return selective_scan_ref(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
+        )
+
+    parts = MAMBA_MODULE.split(".")
+    for i in range(1, len(parts) + 1):
+        monkeypatch.setitem(sys.modules, ".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
+    sys.modules[MAMBA_MODULE].selective_scan_fn = selective_scan_fn
+    sys.modules["mamba_ssm"].ops = sys.modules["mamba_ssm.ops"]
+    sys.modules["mamba_ssm.ops"].selective_scan_interface = sys.modules[MAMBA_MODULE]
+    dispatch._load_mamba.cache_clear()
+    yield calls
+    dispatch._load_mamba.cache_clear()  # the next test imports the real (absent) package again
+
+
+def test_mamba_dispatch_passes_arguments_and_layouts_through(stand_in_mamba, monkeypatch):
+    calls = stand_in_mamba
+    assert dispatch._load_mamba()[0] is sys.modules[MAMBA_MODULE].selective_scan_fn
+    inp = {k: v.float() for k, v in make_inputs(5, d=6, groups=3, L=19).items()}
+    # CPU tensors: "auto" keeps to the torch scan even though mamba-ssm imports
+    selective_scan(*(inp[k] for k in NAMES), delta_softplus=True)
+    assert not calls
+    monkeypatch.setattr(dispatch, "_all_cuda", lambda *t: True)  # as if every tensor were CUDA
+    for backend in ("auto", "mamba_ssm"):
+        y, last = selective_scan(
+            *(inp[k] for k in NAMES),
+            delta_softplus=True,
+            return_last_state=True,
+            backend=backend,
+        )
+        got = calls[-1]
+        for k in NAMES:  # the very tensors, in mamba-ssm's positional order and layouts
+            assert got[k] is inp[k], k
+        assert got["B"].shape == (2, 3, 3, 19) and got["u"].shape == (2, 6, 19)
+        assert got["delta_softplus"] is True and got["return_last_state"] is True
+        y_ref, last_ref = selective_scan_ref(
+            *(inp[k] for k in NAMES), delta_softplus=True, return_last_state=True
+        )
+        torch.testing.assert_close(y, y_ref)  # its result is what the dispatcher returns
+        torch.testing.assert_close(last, last_ref)
+    assert len(calls) == 2
+
+
+def test_mamba_unet_through_the_mamba_dispatch_matches_the_torch_scan(stand_in_mamba, monkeypatch):
+    """The model's four-direction scan in mamba-ssm's grouped layout gives the same output."""
+    from napari_medseg.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("mamba_unet", in_channels=1, num_classes=2, preset="lite").eval()
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        monkeypatch.setattr(dispatch, "_all_cuda", lambda *t: True)
+        got = model(x)
+    assert stand_in_mamba, "the model never reached the mamba-ssm kernel"
+    first = stand_in_mamba[0]
+    b, kd, L = first["u"].shape
+    assert first["B"].shape[:2] == (b, 4) and first["B"].shape[-1] == L  # 4 scan directions
+    assert first["A"].shape == (kd, first["B"].shape[2]) and first["delta_softplus"] is True
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_missing_mamba_module_falls_back(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mamba_ssm", None)  # `import mamba_ssm` now raises
+    dispatch._load_mamba.cache_clear()
+    try:
+        fn, why = dispatch._load_mamba()
+        assert fn is None and "mamba_ssm" in why
+        monkeypatch.setattr(dispatch, "_all_cuda", lambda *t: True)
+        inp = make_inputs(6)
+        torch.testing.assert_close(_call(inp), _call(inp, backend="torch"))  # auto → torch
+        with pytest.raises(RuntimeError, match="not available"):
+            _call(inp, backend="mamba_ssm")
+    finally:
+        dispatch._load_mamba.cache_clear()
