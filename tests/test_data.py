@@ -107,7 +107,8 @@ def test_reader_errors_are_actionable(tmp_path):
     (tmp_path / "x.xyz").write_text("hi")
     with pytest.raises(ValueError, match="unsupported file type"):
         read_image(tmp_path / "x.xyz")
-    with pytest.raises(IsADirectoryError):
+    # a folder is read as a DICOM series; one without DICOM files says what to give instead
+    with pytest.raises(ValueError, match="holds no DICOM file.*give the path of one image file"):
         read_image(tmp_path)
 
 
