@@ -12,9 +12,10 @@ XVFB_PKGS := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 \
 	libxcb-render-util0 libxkbcommon-x11-0 libxcb-shape0 libgl1 libegl1 libfontconfig1 libdbus-1-3 \
 	libxcb-cursor0 libxcb-randr0 libxcb-xfixes0 libxcb-sync1 libxcb-shm0 libxcb-xkb1 \
 	libx11-xcb1 libxkbcommon0
-# The GUI tests run under PyQt6 (napari 0.9 deprecates PyQt5). qtpy and pytest-qt would fall back
-# to another binding if PyQt6 were missing; naming it makes that fail (tests/test_gui_plugin.py).
-QT_ENV := QT_API=pyqt6 PYTEST_QT_API=pyqt6
+# The GUI tests run under PyQt6 (napari 0.9 deprecates PyQt5). Left alone, qtpy prefers PyQt5
+# whenever it is installed, and falls back (rewriting QT_API) when the named binding is missing;
+# MEDSEG_EXPECT_QT lets tests/test_gui_plugin.py check what was really loaded.
+QT_ENV := QT_API=pyqt6 PYTEST_QT_API=pyqt6 MEDSEG_EXPECT_QT=pyqt6
 # Where package-check builds and installs the distributions (emptied every run; git-ignored).
 PKG_TMP ?= $(CURDIR)/build/package-check
 
