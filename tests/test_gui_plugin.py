@@ -48,7 +48,7 @@ def test_no_qt_binding_in_install_requires():
 
 @pytest.mark.parametrize("name", ["mri", "rgb"])
 def test_sample_contributions(name):
-    from napari_medseg._sample import mri_sample, rgb_sample
+    from napari_medseg._napari.sample import mri_sample, rgb_sample
 
     layers = {"mri": mri_sample, "rgb": rgb_sample}[name]()
     kinds = [k for _, _, k in layers]
@@ -65,7 +65,7 @@ def test_sample_contributions(name):
 
 def test_acdc_h5_reader_converts_to_the_layer_convention(tmp_path):
     h5py = pytest.importorskip("h5py")
-    from napari_medseg._reader import napari_get_reader
+    from napari_medseg._napari.reader import napari_get_reader
 
     img = np.random.default_rng(0).random((2, 16, 16)).astype(np.float32)
     label = np.zeros((2, 16, 16), np.uint8)
@@ -89,7 +89,7 @@ def test_acdc_h5_reader_converts_to_the_layer_convention(tmp_path):
 
 def test_nifti_reader_keeps_spacing(tmp_path):
     nib = pytest.importorskip("nibabel")
-    from napari_medseg._reader import napari_get_reader
+    from napari_medseg._napari.reader import napari_get_reader
 
     vol = np.arange(4 * 10 * 12, dtype=np.int16).reshape(12, 10, 4)  # (x, y, z) on disk
     path = tmp_path / "patient001_frame01.nii.gz"
@@ -104,7 +104,7 @@ def test_nifti_reader_keeps_spacing(tmp_path):
 
 
 def test_writer_roundtrip_with_spacing(tmp_path):
-    from napari_medseg._writer import write_labels_layer
+    from napari_medseg._napari.writer import write_labels_layer
     from napari_medseg.data.readers import load_image
 
     data = np.zeros((3, 8, 9), np.uint8)
@@ -116,7 +116,7 @@ def test_writer_roundtrip_with_spacing(tmp_path):
 
 
 def test_launcher_without_display_raises_clear_error(monkeypatch):
-    from napari_medseg import _launcher
+    from napari_medseg._napari import launcher as _launcher
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
