@@ -59,14 +59,6 @@ def _wave_gms_side_heads(model: torch.nn.Module, name: str) -> bool:
 NOT_IN_LOGITS = {"wave_gms": _wave_gms_side_heads}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _deterministic(model: torch.nn.Module) -> torch.nn.Module:
     """Train mode (dropout, batch statistics) but without stochastic depth.
 

@@ -1,13 +1,16 @@
 """The dock widget's form: its controls, their defaults, and reading the user's choices.
 
-:class:`ControlPanel` only builds and reads controls; what the buttons do (workers, layers,
-messages) is :class:`napari_medseg._napari.widget.MedSegWidget`'s, which extends it. Choices
-come from the modules that define them: presets and their recipes
-(:mod:`napari_medseg.presets`), devices, registered architectures.
+:class:`ControlPanel` builds the controls, keeps the layer pickers in sync with the viewer
+and reads the user's choices (into a :class:`~.session.TrainRequest`, checking what is cheap
+to check on the GUI thread); what the buttons do (workers, layers, progress) is
+:class:`napari_medseg._napari.widget.MedSegWidget`'s, which extends it. Choices come from the
+modules that define them: presets and their recipes (:mod:`napari_medseg.presets`), devices,
+registered architectures.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import (
     QComboBox,
@@ -26,9 +29,23 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..errors import MedsegError
 from ..presets import PRESETS, RECIPES, default_preset
-from .layers import MRI_CLASS_NAMES, parse_class_names, slot_display_names
+from .layers import (
+    MRI_CLASS_NAMES,
+    PREFIX,
+    RGB_CLASS_NAMES,
+    copy_layer_data,
+    default_class_names,
+    image_kind,
+    parse_class_names,
+    slot_display_names,
+    spatial_shape,
+    spatial_transform,
+)
+from .notify import notify
 from .pickers import LayerCombo
+from .session import TrainRequest, shape_prior_for
 from .tooltips import TOOLTIPS, metric_tooltip
 
 DEFAULT_SLOTS = ("unet", "swin_unet", "mamba_unet")
@@ -193,6 +210,55 @@ class ControlPanel(QWidget):
         form.addRow(self.metrics_table)
         return box
 
+    # ------------------------------------------------------------------ following the viewer
+    def _connect_viewer(self) -> None:
+        events = self.viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved):
+            ev.connect(self._refresh_layers)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._refresh_layers)
+        events.inserted.connect(self._on_layer_inserted)
+
+    def _on_layer_inserted(self, event) -> None:
+        event.value.events.name.connect(self._refresh_layers)
+
+    def _refresh_layers(self, event=None) -> None:
+        value = getattr(event, "value", None) if event is not None else None
+        if getattr(value, "name", "").startswith(PREFIX) and getattr(event, "type", "") in (
+            "inserted",
+            "removed",
+        ):
+            return  # no combo lists the plugin's own layers
+        for combo in (
+            self.image_combo,
+            self.scribble_combo,
+            self.truth_combo,
+            self.other_image_combo,
+        ):
+            combo.refresh()
+        self._pick_scribble_layer()
+
+    def _pick_scribble_layer(self) -> None:
+        """Prefers a layer called '…scribbles' that matches the image."""
+        names = [self.scribble_combo.itemText(i) for i in range(self.scribble_combo.count())]
+        current = self.scribble_combo.currentText()
+        if "scribble" in current.lower():
+            return
+        for n in names:
+            if "scribble" in n.lower():
+                self.scribble_combo.setCurrentText(n)
+                return
+
+    def _on_image_changed(self, name: str) -> None:
+        layer = self.image_combo.layer()
+        if layer is None:
+            return
+        current = parse_class_names(self.classes_edit.text())
+        meta_names = (layer.metadata or {}).get("class_names")
+        if tuple(current) in (MRI_CLASS_NAMES, RGB_CLASS_NAMES) or not current:
+            names = meta_names or default_class_names(bool(getattr(layer, "rgb", False)))
+            self.classes_edit.setText(", ".join(names))
+
     # ------------------------------------------------------------------ reading and setting
     def apply_preset_defaults(self, preset: str) -> None:
         """Learning rate, batch, patch and working size follow the preset's training recipe."""
@@ -240,3 +306,94 @@ class ControlPanel(QWidget):
             table.setItem(models.index(r["model"]), classes.index(r["name"]), item)
         table.resizeColumnsToContents()
         self.last_metrics = rows
+
+    def _current_slice(self, layer: Image) -> int:
+        point = layer.world_to_data(self.viewer.dims.point)
+        z = int(round(float(point[0])))
+        return int(np.clip(z, 0, layer.data.shape[0] - 1))
+
+    def _checked_image(self, layer) -> bool:
+        """Whether ``layer`` is an image the networks take; notifies why not."""
+        if layer.multiscale:
+            notify("error", "multiscale images are not supported — open a single-resolution image")
+            return False
+        try:
+            image_kind(layer.data.shape, layer.rgb)
+        except ValueError as e:
+            notify("error", str(e))
+            return False
+        return True
+
+    def _train_request(self) -> tuple[TrainRequest, Image, Labels] | None:
+        """Validates the cheap things on the GUI thread and copies the layers out."""
+        image = self.image_combo.layer()
+        if image is None:
+            notify(
+                "error",
+                "no image selected — open an image (or File › Open Sample › "
+                "napari-medseg) and choose it under 'Image'",
+            )
+            return None
+        if not self._checked_image(image):
+            return None
+        scribbles = self.scribble_combo.layer()
+        if scribbles is None:
+            notify(
+                "error",
+                "no scribble layer — press 'New scribble layer', draw a stroke of "
+                "background (label 1) and of each structure, then press Train",
+            )
+            return None
+        expected = spatial_shape(image.data.shape, image.rgb)
+        if tuple(scribbles.data.shape) != tuple(expected):
+            notify(
+                "error",
+                f"shape mismatch: scribble layer '{scribbles.name}' is "
+                f"{tuple(scribbles.data.shape)} but image '{image.name}' needs {expected} — "
+                "press 'New scribble layer' to create one that matches the image",
+            )
+            return None
+        names = self.class_names()
+        if len(names) < 2:
+            notify(
+                "error",
+                "give at least two class names separated by commas, e.g. 'background, lesion'",
+            )
+            return None
+        try:
+            shape_prior_for(self.prior_combo.currentData(), names)
+        except MedsegError as e:
+            notify("error", str(e))
+            return None
+        truth_layer = self.truth_combo.layer()
+        truth = None
+        if truth_layer is not None:
+            if tuple(truth_layer.data.shape) != tuple(expected):
+                notify(
+                    "warning",
+                    f"ground truth '{truth_layer.name}' has shape "
+                    f"{tuple(truth_layer.data.shape)}, not {expected}; it is ignored",
+                )
+            else:
+                truth = copy_layer_data(truth_layer.data)
+        kind = image_kind(image.data.shape, image.rgb)
+        request = TrainRequest(
+            image=copy_layer_data(image.data),
+            scribbles=copy_layer_data(scribbles.data),
+            class_names=names,
+            models=self.selected_models(),
+            preset=self.preset_combo.currentText(),
+            device=self.device_combo.currentText(),
+            iterations=self.iterations_spin.value(),
+            lr=self.lr_spin.value(),
+            batch_size=self.batch_spin.value(),
+            patch_size=self.patch_spin.value(),
+            preview_every_seconds=self.preview_spin.value(),
+            max_side=self.max_side_spin.value(),
+            shape_prior=self.prior_combo.currentData(),
+            truth=truth,
+            spacing=tuple(spatial_transform(image)["scale"]),
+            preview_slice=self._current_slice(image) if kind == "stack" else None,
+            wait_for_layers=True,
+        )
+        return request, image, scribbles

@@ -26,16 +26,12 @@ from qtpy.QtWidgets import QFileDialog
 
 from ..errors import MedsegError
 from ..slots import slot_keys
-from .layer_manager import PLACEHOLDER, PredictionLayers  # noqa: F401 - PLACEHOLDER: tests
+from .layer_manager import PredictionLayers
 from .layers import (
-    MRI_CLASS_NAMES,
-    PREFIX,
-    RGB_CLASS_NAMES,
     copy_layer_data,
     default_class_names,
     image_kind,
     label_colormap,
-    parse_class_names,
     spatial_shape,
     spatial_transform,
 )
@@ -44,8 +40,6 @@ from .panel import PREDICT_TARGETS, ControlPanel
 from .session import (
     LayerUpdate,
     TrainingSession,
-    TrainRequest,
-    shape_prior_for,
     start_warm_up,
     user_message,
 )
@@ -115,54 +109,6 @@ class MedSegWidget(ControlPanel):
         self._watch_scribbles()
         self._schedule_precreate()
 
-    def _connect_viewer(self) -> None:
-        events = self.viewer.layers.events
-        for ev in (events.inserted, events.removed, events.moved):
-            ev.connect(self._refresh_layers)
-        for layer in self.viewer.layers:
-            layer.events.name.connect(self._refresh_layers)
-        events.inserted.connect(self._on_layer_inserted)
-
-    def _on_layer_inserted(self, event) -> None:
-        event.value.events.name.connect(self._refresh_layers)
-
-    def _refresh_layers(self, event=None) -> None:
-        value = getattr(event, "value", None) if event is not None else None
-        if getattr(value, "name", "").startswith(PREFIX) and getattr(event, "type", "") in (
-            "inserted",
-            "removed",
-        ):
-            return  # no combo lists the plugin's own layers
-        for combo in (
-            self.image_combo,
-            self.scribble_combo,
-            self.truth_combo,
-            self.other_image_combo,
-        ):
-            combo.refresh()
-        self._pick_scribble_layer()
-
-    def _pick_scribble_layer(self) -> None:
-        """Prefers a layer called '…scribbles' that matches the image."""
-        names = [self.scribble_combo.itemText(i) for i in range(self.scribble_combo.count())]
-        current = self.scribble_combo.currentText()
-        if "scribble" in current.lower():
-            return
-        for n in names:
-            if "scribble" in n.lower():
-                self.scribble_combo.setCurrentText(n)
-                return
-
-    def _on_image_changed(self, name: str) -> None:
-        layer = self.image_combo.layer()
-        if layer is None:
-            return
-        current = parse_class_names(self.classes_edit.text())
-        meta_names = (layer.metadata or {}).get("class_names")
-        if tuple(current) in (MRI_CLASS_NAMES, RGB_CLASS_NAMES) or not current:
-            names = meta_names or default_class_names(bool(getattr(layer, "rgb", False)))
-            self.classes_edit.setText(", ".join(names))
-
     def _watch_scribbles(self, *args) -> None:
         """Follows the chosen scribble layer's paint/data events (for live training)."""
         old = self._watched_scribbles
@@ -209,6 +155,16 @@ class MedSegWidget(ControlPanel):
         for b in (self.predict_btn, self.save_btn, self.evaluate_btn, self.load_btn):
             b.setEnabled(not busy)
 
+    def _can_start(self, when_busy: str, without_model: str | None = None) -> bool:
+        """Whether an action may start now; otherwise says why (busy, or no model yet)."""
+        if self.is_busy:
+            notify("warning", when_busy)
+            return False
+        if without_model is not None and not self.session.has_model:
+            notify("error", without_model)
+            return False
+        return True
+
     def _num_classes(self) -> int:
         return len(self.session.class_names() or self.class_names())
 
@@ -242,96 +198,9 @@ class MedSegWidget(ControlPanel):
         notify("info", f"draw with label 1 for {names[0]}, 2 for {second}, … (0 erases)")
         return layer
 
-    def _checked_image(self, layer) -> bool:
-        """Whether ``layer`` is an image the networks take; notifies why not."""
-        if layer.multiscale:
-            notify("error", "multiscale images are not supported — open a single-resolution image")
-            return False
-        try:
-            image_kind(layer.data.shape, layer.rgb)
-        except ValueError as e:
-            notify("error", str(e))
-            return False
-        return True
-
-    def _train_request(self) -> tuple[TrainRequest, Image, Labels] | None:
-        """Validates the cheap things on the GUI thread and copies the layers out."""
-        image = self.image_combo.layer()
-        if image is None:
-            notify(
-                "error",
-                "no image selected — open an image (or File › Open Sample › "
-                "napari-medseg) and choose it under 'Image'",
-            )
-            return None
-        if not self._checked_image(image):
-            return None
-        scribbles = self.scribble_combo.layer()
-        if scribbles is None:
-            notify(
-                "error",
-                "no scribble layer — press 'New scribble layer', draw a stroke of "
-                "background (label 1) and of each structure, then press Train",
-            )
-            return None
-        expected = spatial_shape(image.data.shape, image.rgb)
-        if tuple(scribbles.data.shape) != tuple(expected):
-            notify(
-                "error",
-                f"shape mismatch: scribble layer '{scribbles.name}' is "
-                f"{tuple(scribbles.data.shape)} but image '{image.name}' needs {expected} — "
-                "press 'New scribble layer' to create one that matches the image",
-            )
-            return None
-        names = self.class_names()
-        if len(names) < 2:
-            notify(
-                "error",
-                "give at least two class names separated by commas, e.g. 'background, lesion'",
-            )
-            return None
-        try:
-            shape_prior_for(self.prior_combo.currentData(), names)
-        except MedsegError as e:
-            notify("error", str(e))
-            return None
-        truth_layer = self.truth_combo.layer()
-        truth = None
-        if truth_layer is not None:
-            if tuple(truth_layer.data.shape) != tuple(expected):
-                notify(
-                    "warning",
-                    f"ground truth '{truth_layer.name}' has shape "
-                    f"{tuple(truth_layer.data.shape)}, not {expected}; it is ignored",
-                )
-            else:
-                truth = copy_layer_data(truth_layer.data)
-        kind = image_kind(image.data.shape, image.rgb)
-        request = TrainRequest(
-            image=copy_layer_data(image.data),
-            scribbles=copy_layer_data(scribbles.data),
-            class_names=names,
-            models=self.selected_models(),
-            preset=self.preset_combo.currentText(),
-            device=self.device_combo.currentText(),
-            iterations=self.iterations_spin.value(),
-            lr=self.lr_spin.value(),
-            batch_size=self.batch_spin.value(),
-            patch_size=self.patch_spin.value(),
-            preview_every_seconds=self.preview_spin.value(),
-            max_side=self.max_side_spin.value(),
-            shape_prior=self.prior_combo.currentData(),
-            truth=truth,
-            spacing=tuple(spatial_transform(image)["scale"]),
-            preview_slice=self._current_slice(image) if kind == "stack" else None,
-            wait_for_layers=True,
-        )
-        return request, image, scribbles
-
     def start_training(self, resume: bool = False):
         """Train (new trainer; fine-tunes a loaded model) or Resume (continue the last one)."""
-        if self.is_busy:
-            notify("warning", "already busy — press Stop first, or wait for the current task")
+        if not self._can_start("already busy — press Stop first, or wait for the current task"):
             return None
         prepared = self._train_request()
         if prepared is None:
@@ -359,10 +228,9 @@ class MedSegWidget(ControlPanel):
         self._pbar_time = 0.0
         self.status_label.setText("Preparing the networks…")
         self._update_buttons()
-        # Python's full garbage collections walk every object of the process (napari, torch,
-        # the layers): 200–400 ms with the GIL held, and the worker's allocations (building
-        # the networks) triggered one right after Train — a 400 ms freeze. Frozen objects are
-        # skipped until the run ends (unfreeze in _on_train_finished).
+        # a full garbage collection walks the whole process with the GIL held, and building
+        # the networks triggers one: frozen objects are skipped until the run ends (unfreeze
+        # in _on_train_finished; docs/design.md "The widget and the GUI thread")
         gc.freeze()
         worker.start()
         return worker
@@ -389,8 +257,7 @@ class MedSegWidget(ControlPanel):
         if upd.stage == "ready":
             if self._pbar is None:
                 # created here, not on the click: the worker now waits for the layers, whereas
-                # before "ready" it builds the networks, and napari's progress widgets set up
-                # while another thread holds the GIL froze the viewer for ~400 ms
+                # before "ready" it builds the networks and holds the GIL (docs/design.md)
                 self._pbar = progress(total=self._pbar_total, desc="medseg: training")
             image = layers.get(self._prediction_image, Image)
             if image is not None:
@@ -488,11 +355,6 @@ class MedSegWidget(ControlPanel):
         self.prediction_layers.prepare(image, titles, self._num_classes(), replace=False)
 
     # ------------------------------------------------------------------ predict
-    def _current_slice(self, layer: Image) -> int:
-        point = layer.world_to_data(self.viewer.dims.point)
-        z = int(round(float(point[0])))
-        return int(np.clip(z, 0, layer.data.shape[0] - 1))
-
     def _run_task(self, fn: Callable, on_done: Callable, *args, **kwargs):
         worker = create_worker(fn, *args, _ignore_errors=True, **kwargs)
         worker.returned.connect(on_done)
@@ -509,11 +371,10 @@ class MedSegWidget(ControlPanel):
 
     def predict(self, target: str | None = None):
         """Predict the current slice, the whole image/stack, or another image layer."""
-        if self.is_busy:
-            notify("warning", "wait until training stops (or press Stop) before predicting")
-            return None
-        if not self.session.has_model:
-            notify("error", "no model yet — press Train (or Load model) first")
+        if not self._can_start(
+            "wait until training stops (or press Stop) before predicting",
+            "no model yet — press Train (or Load model) first",
+        ):
             return None
         target = target or self.target_combo.currentText()
         other = target == PREDICT_TARGETS[2]
@@ -577,8 +438,7 @@ class MedSegWidget(ControlPanel):
 
     def evaluate(self):
         """Dice / HD95 of the current prediction layers against the chosen ground truth."""
-        if self.is_busy:
-            notify("warning", "wait until training stops before evaluating")
+        if not self._can_start("wait until training stops before evaluating"):
             return None
         truth_layer = self.truth_combo.layer()
         if truth_layer is None:
@@ -601,11 +461,10 @@ class MedSegWidget(ControlPanel):
 
     # ------------------------------------------------------------------ save / load
     def save_model(self, path: str | None = None):
-        if self.is_busy:
-            notify("warning", "press Stop (or wait for training to finish) before saving")
-            return None
-        if not self.session.has_model:
-            notify("error", "there is no model to save yet — press Train first")
+        if not self._can_start(
+            "press Stop (or wait for training to finish) before saving",
+            "there is no model to save yet — press Train first",
+        ):
             return None
         if path is None:
             path, _ = QFileDialog.getSaveFileName(
@@ -622,8 +481,7 @@ class MedSegWidget(ControlPanel):
         return self._run_task(self.session.save, done, path, names)
 
     def load_model(self, path: str | None = None):
-        if self.is_busy:
-            notify("warning", "press Stop (or wait for training to finish) before loading")
+        if not self._can_start("press Stop (or wait for training to finish) before loading"):
             return None
         if path is None:
             path, _ = QFileDialog.getOpenFileName(

@@ -6,24 +6,7 @@ what the widget, the CLI and the ACDC protocol report; its names are re-exported
 probability map (MAE, F-measures, S- and E-measure...), used by the Kvasir/PH2 benchmarks.
 """
 
-from .multiclass import (
-    METRIC_NAMES,
-    binary_metrics,
-    evaluate_segmentation,
-    image_diagonal,
-    summarize,
-    summarize_by_class,
-    surface_distances,
-    write_metrics_csv,
-)
+from . import multiclass
+from .multiclass import *  # noqa: F403 - the public names of napari_medseg.metrics
 
-__all__ = [
-    "METRIC_NAMES",
-    "binary_metrics",
-    "evaluate_segmentation",
-    "image_diagonal",
-    "summarize",
-    "summarize_by_class",
-    "surface_distances",
-    "write_metrics_csv",
-]
+__all__ = list(multiclass.__all__)

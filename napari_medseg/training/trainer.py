@@ -1,4 +1,4 @@
-"""The tri-network trainer: one iterator that the napari widget and the CLI both drive.
+"""The tri-network trainer: one iterator that :class:`napari_medseg.workflow.Workflow` drives.
 
 Each step trains every network on a batch of scribbled crops with
 
