@@ -460,18 +460,29 @@ class MedSegWidget(ControlPanel):
         return self._run_task(evaluate_labels, done, labels, truth, names, spacing)
 
     # ------------------------------------------------------------------ save / load
+    def _model_path(self, path: str | None, save: bool) -> str | None:
+        """``path``, or the file the user picks in a dialog (None: cancelled)."""
+        if path is not None:
+            return path
+        if save:
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Save model", "medseg_model.pt", "napari-medseg model (*.pt)"
+            )
+        else:
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Load model", "", "napari-medseg model (*.pt)"
+            )
+        return path or None
+
     def save_model(self, path: str | None = None):
         if not self._can_start(
             "press Stop (or wait for training to finish) before saving",
             "there is no model to save yet — press Train first",
         ):
             return None
+        path = self._model_path(path, save=True)
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(
-                self, "Save model", "medseg_model.pt", "napari-medseg model (*.pt)"
-            )
-            if not path:
-                return None
+            return None
         names = self.class_names()
 
         def done(p) -> None:
@@ -483,12 +494,9 @@ class MedSegWidget(ControlPanel):
     def load_model(self, path: str | None = None):
         if not self._can_start("press Stop (or wait for training to finish) before loading"):
             return None
+        path = self._model_path(path, save=False)
         if path is None:
-            path, _ = QFileDialog.getOpenFileName(
-                self, "Load model", "", "napari-medseg model (*.pt)"
-            )
-            if not path:
-                return None
+            return None
 
         def done(checkpoint) -> None:
             self._adopt_checkpoint(checkpoint, str(path))
