@@ -77,6 +77,7 @@ xvfb:
 test: $(VENV)/.testing xvfb
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(QT_ENV) xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) -m pytest -q
 	$(MAKE) --no-print-directory package-check
 

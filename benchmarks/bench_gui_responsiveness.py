@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_medseg.presets import PRESETS
+
 TICK_MS = 10
 GAP_TARGET_MS = 100.0
 FIRST_TARGET_S = 5.0
@@ -50,8 +52,8 @@ def _fmt(x: float | None, digits: int = 1) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from napari_medseg import _session
-    from napari_medseg._launcher import open_viewer
+    from napari_medseg._napari import session as _session
+    from napari_medseg._napari.launcher import open_viewer
 
     if args.threads:  # compare thread policies: the worker asks default_threads() at Train
         _session.default_threads = lambda cores=None: args.threads
@@ -82,11 +84,11 @@ def run(args: argparse.Namespace) -> dict:
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
 
     original = widget._on_train_update
-    from napari_medseg._layers import PREFIX
-    from napari_medseg._session import warm_up_running
+    from napari_medseg._napari.layers import PREFIX
+    from napari_medseg._napari.session import warm_up_running
     from napari_medseg.slots import slot_keys
 
-    titles = widget._slot_titles_for(models, slot_keys(models))
+    titles = widget.slot_titles(models, slot_keys(models))
 
     def layers_exist() -> bool:
         names = [f"{PREFIX}{t}" for t in titles.values()]
@@ -127,10 +129,11 @@ def run(args: argparse.Namespace) -> dict:
     widget.start_training = timed_start
 
     op_ms: list[tuple[float, str]] = []
-    run_op = widget._run_layer_op
+    layer_ops = widget.prediction_layers  # owns the queue and its timer
+    run_op = layer_ops._run_op
 
     def timed_op():  # one layer creation/update per event-loop pass (see the widget)
-        key = next(iter(widget._layer_ops), ("?", None))
+        key = next(iter(layer_ops._ops), ("?", None))
         t0 = time.perf_counter()
         run_op()
         now = time.perf_counter()
@@ -141,8 +144,8 @@ def run(args: argparse.Namespace) -> dict:
         if "first" in marks and "first_drawn" not in marks and not widget.layers_pending:
             marks["first_drawn"] = now
 
-    widget._layer_timer.timeout.disconnect()
-    widget._layer_timer.timeout.connect(timed_op)
+    layer_ops._timer.timeout.disconnect()
+    layer_ops._timer.timeout.connect(timed_op)
     rng = np.random.default_rng(0)
 
     def paint():
@@ -289,7 +292,7 @@ def run(args: argparse.Namespace) -> dict:
 def table(r: dict, args: argparse.Namespace) -> str:
     import torch
 
-    from napari_medseg._session import default_threads  # patched by --threads
+    from napari_medseg._napari.session import default_threads  # patched by --threads
 
     ok = lambda v, target: "yes" if np.isfinite(v) and v <= target else "no"  # noqa: E731
     rows = [
@@ -373,7 +376,7 @@ def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sample", default="mri", choices=["mri", "rgb"])
     p.add_argument("--models", default="unet,swin_unet,mamba_unet")
-    p.add_argument("--preset", default="lite", choices=["lite", "paper"])
+    p.add_argument("--preset", default="lite", choices=list(PRESETS))
     p.add_argument("--seconds", type=float, default=30.0, help="training time before Stop")
     p.add_argument("--idle", type=float, default=3.0, help="idle baseline before Train (s)")
     p.add_argument(

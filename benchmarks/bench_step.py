@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from napari_medseg.models import count_parameters, create_model
 from napari_medseg.ops import available_backends
+from napari_medseg.presets import PRESETS
 
 NAMES = ("unet", "swin_unet", "mamba_unet")
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> str:
 
     unit = [median(("unet",), "paper", c) for c in (0, 1)]
     rows = [("paper UNet (unit)", params[("unet", "paper")], unit)]
-    for preset in ("lite", "paper"):
+    for preset in PRESETS:
         for name in NAMES:
             rows.append(
                 (

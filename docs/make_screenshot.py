@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> Path:
     except (ImportError, AttributeError):
         pass
 
-    from napari_medseg._launcher import open_viewer
-    from napari_medseg._widget import PREDICT_TARGETS
+    from napari_medseg._napari.launcher import open_viewer
+    from napari_medseg._napari.widget import PREDICT_TARGETS
 
     viewer, w = open_viewer("mri", show=True)
     app = QApplication.instance()

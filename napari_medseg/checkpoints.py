@@ -1,44 +1,214 @@
-"""Safe checkpoints of a trained trio.
+"""Safe checkpoints of a trained trio: one typed record, one compatibility check, one format.
 
-A checkpoint is a plain dict of tensors, numbers, strings and lists, written atomically (temp
-file + rename, so a crash never leaves a half-written file under the real name) and read with
-``torch.load(weights_only=True)``, which refuses files that carry pickled code.
+On disk a checkpoint is a plain dict of tensors, numbers, strings and lists marked
+``format: napari-medseg-trio`` (:meth:`Checkpoint.to_dict`), written atomically
+(:func:`napari_medseg.atomic.atomic_write`) and read with ``torch.load(weights_only=True)``,
+which refuses files that carry pickled code. In memory it is a :class:`Checkpoint`, so that
+every reader (the workflow, the trainer, the widget) sees named fields instead of dict keys,
+and every "can this checkpoint be used here?" question is answered by
+:meth:`Checkpoint.check_compatible`.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .models import create_model
+from .atomic import atomic_write
+from .data.classes import ClassMap, channel_kind
+from .errors import CheckpointError
+from .models import create_model, list_models
+from .slots import slot_keys
 
 FORMAT = "napari-medseg-trio"
+VERSION = 1
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used, with the reason and what to do."""
+@dataclass
+class SlotState:
+    """One network of the trio: its slot key, architecture, preset and weights."""
+
+    key: str
+    name: str
+    preset: str
+    state_dict: dict[str, torch.Tensor]
+    optimizer: dict | None = None
 
 
-def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+@dataclass
+class Checkpoint:
+    """A trained trio with what is needed to use it again on the user's images.
+
+    ``config`` is the training configuration (``TrainConfig.to_dict()``), ``metadata`` what the
+    user's task needs (``class_values``, ``class_names``, ``unlabelled``, ``kind``),
+    ``member_scores`` the ensemble weights' scores, ``working_scale`` the resolution factor
+    the networks were trained at. ``source`` names the file in messages; it is not saved.
+    """
+
+    config: dict
+    in_channels: int
+    num_classes: int
+    slots: list[SlotState]
+    iteration: int = 0
+    working_scale: float = 1.0
+    member_scores: dict[str, float] = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+    version: int = VERSION
+    source: str = field(default="the checkpoint", compare=False)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.slots)
+
+    @property
+    def keys(self) -> list[str]:
+        return [s.key for s in self.slots]
+
+    @property
+    def preset(self) -> str | None:
+        return self.slots[0].preset if self.slots else None
+
+    @property
+    def classes(self) -> ClassMap:
+        """The user's class values; the napari convention (1..K) when none were saved."""
+        values = self.metadata.get("class_values")
+        if values:
+            return ClassMap(tuple(values), int(self.metadata.get("unlabelled", 0)))
+        return ClassMap.numbered(self.num_classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.metadata.get("class_names") or [])
+
+    @property
+    def shape_prior(self) -> dict | None:
+        return (self.config or {}).get("shape_prior")
+
+    # ------------------------------------------------------------------ format
+    def to_dict(self) -> dict:
+        """The on-disk layout: plain types only, loadable with ``weights_only=True``."""
+        return {
+            "format": FORMAT,
+            "version": int(self.version),
+            "config": dict(self.config),
+            "in_channels": int(self.in_channels),
+            "num_classes": int(self.num_classes),
+            "iteration": int(self.iteration),
+            "working_scale": float(self.working_scale),
+            "member_scores": {k: float(v) for k, v in self.member_scores.items()},
+            "slots": [
+                {
+                    "key": s.key,
+                    "name": s.name,
+                    "preset": s.preset,
+                    "state_dict": s.state_dict,
+                    "optimizer": s.optimizer,
+                }
+                for s in self.slots
+            ],
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_dict(cls, state: object, source: str = "the checkpoint") -> Checkpoint:
+        """Reads :meth:`to_dict`'s layout (and that of every earlier version of it)."""
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise CheckpointError(
+                f"{source} is not a napari-medseg checkpoint (no '{FORMAT}' marker) — load a "
+                "model saved by napari-medseg (Save model, or `napari-medseg train`)"
+            )
+        try:
+            names = [s["name"] for s in state["slots"]]
+            keys = [s.get("key") or k for s, k in zip(state["slots"], slot_keys(names))]
+            slots = [
+                SlotState(k, s["name"], s["preset"], s["state_dict"], s.get("optimizer"))
+                for s, k in zip(state["slots"], keys)
+            ]
+            return cls(
+                config=dict(state.get("config") or {}),
+                in_channels=int(state["in_channels"]),
+                num_classes=int(state["num_classes"]),
+                slots=slots,
+                iteration=int(state.get("iteration", 0)),
+                working_scale=float(state.get("working_scale", 1.0)),
+                member_scores=dict(state.get("member_scores") or {}),
+                metadata=dict(state.get("metadata") or {}),
+                version=int(state.get("version", VERSION)),
+                source=source,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(
+                f"{source} is incomplete ({type(e).__name__}: {e}) — save the model again"
+            ) from None
+
+    # ------------------------------------------------------------------ use
+    def check_compatible(
+        self,
+        *,
+        models: Sequence[str] | None = None,
+        in_channels: int | None = None,
+        num_classes: int | None = None,
+        preset: str | None = None,
+        image: str = "this image",
+    ) -> None:
+        """Raises :class:`CheckpointError` saying why this trio cannot serve the request.
+
+        Every argument left ``None`` is not checked; the architectures are always checked
+        (a checkpoint from a newer version may name one this version lacks). ``image`` names
+        the image in the message about channels.
+        """
+        unknown = [m for m in self.models if m not in list_models()]
+        if unknown:
+            raise CheckpointError(
+                f"{self.source} uses architectures {unknown} that this version does not "
+                "provide — update napari-medseg"
+            )
+        if models is not None and list(self.models) != list(models):
+            raise CheckpointError(
+                f"{self.source} holds models {list(self.models)} but {list(models)} were "
+                "selected — select the same models (or start a new training)"
+            )
+        if num_classes is not None and self.num_classes != int(num_classes):
+            names = self.class_names
+            hint = f" ({', '.join(names)})" if names else ""
+            raise CheckpointError(
+                f"{self.source} was trained for {self.num_classes} classes{hint} but "
+                f"{num_classes} class names are set — enter {self.num_classes} class names "
+                "(or load another model)"
+            )
+        if in_channels is not None and self.in_channels != int(in_channels):
+            raise channels_error(self.source, self.in_channels, in_channels, image)
+        if preset is not None and self.preset != preset:
+            raise CheckpointError(
+                f"{self.source} uses preset {self.preset!r} but {preset!r} is selected — "
+                f"choose {self.preset!r} to continue it"
+            )
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
+def channels_error(source: str, trained: int, given: int, image: str) -> CheckpointError:
+    """The one message for an image whose channels the networks were not built for."""
+    kind = channel_kind(trained)
+    return CheckpointError(
+        f"{source} was trained on {kind} images but {image} is {channel_kind(given)} — "
+        f"choose a {kind} image"
+    )
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
+    """Writes ``checkpoint`` atomically; returns the path."""
+    state = checkpoint.to_dict()
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Reads a checkpoint safely; :class:`CheckpointError` says why a file cannot be used."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist — check the path")
@@ -59,46 +229,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(
             f"checkpoint {path} could not be read ({e}); it may be corrupt"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is not a napari-medseg checkpoint (no '{FORMAT}' marker); "
-            "to start from plain network weights use the model's pretrained-file option"
-        )
-    return state
+    return Checkpoint.from_dict(state, source=f"the model in {path.name}")
 
 
-def check_compatible(state: dict, names, in_channels: int, num_classes: int, preset) -> None:
-    saved = [s["name"] for s in state["slots"]]
-    if list(saved) != list(names):
-        raise CheckpointError(
-            f"the checkpoint holds models {saved} but {list(names)} were selected — select the "
-            "same models (or start a new training)"
-        )
-    if int(state["num_classes"]) != int(num_classes):
-        raise CheckpointError(
-            f"the checkpoint was trained for {state['num_classes']} classes but {num_classes} "
-            "are set — use the same class list to fine-tune"
-        )
-    if int(state["in_channels"]) != int(in_channels):
-        kind = {1: "grayscale", 3: "RGB"}
-        raise CheckpointError(
-            f"the checkpoint expects {kind.get(state['in_channels'], state['in_channels'])} "
-            f"images but this one is {kind.get(in_channels, in_channels)}"
-        )
-    saved_preset = state["slots"][0].get("preset")
-    if preset is not None and saved_preset != preset:
-        raise CheckpointError(
-            f"the checkpoint uses preset {saved_preset!r} but {preset!r} is selected"
-        )
-
-
-def models_from_checkpoint(state: dict, device: str | torch.device = "cpu") -> dict:
+def models_from_checkpoint(checkpoint: Checkpoint, device: str | torch.device = "cpu") -> dict:
     """Rebuilds every network of a checkpoint for prediction: {slot key: model}."""
+    checkpoint.check_compatible()
     models = {}
-    for slot in state["slots"]:
-        m = create_model(
-            slot["name"], int(state["in_channels"]), int(state["num_classes"]), slot["preset"]
-        )
-        m.load_state_dict(slot["state_dict"])
-        models[slot["key"]] = m.to(device).eval()
+    for slot in checkpoint.slots:
+        m = create_model(slot.name, checkpoint.in_channels, checkpoint.num_classes, slot.preset)
+        m.load_state_dict(slot.state_dict)
+        models[slot.key] = m.to(device).eval()
     return models

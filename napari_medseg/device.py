@@ -1,19 +1,36 @@
-"""Chooses where tensors live: CUDA when present, then Apple's MPS, else the CPU."""
+"""Chooses where tensors live: CUDA when present, then Apple's MPS, else the CPU.
+
+torch is imported when a device is resolved, not with the module: the CLI's parser and the
+widget's form list :data:`DEVICE_CHOICES` without paying for it.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError, choices_error
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 
 
+def _unavailable(choice: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"device {choice!r} is not available on this computer ({why}) — choose 'auto' or 'cpu'"
+    )
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Turns a user's choice into a usable device, with an actionable error when it is not."""
+    import torch
+
     if isinstance(device, torch.device):
         return device
     choice = (device or "auto").lower()
     if choice not in DEVICE_CHOICES and not choice.startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r}; choose one of: {', '.join(DEVICE_CHOICES)}")
+        raise choices_error("device", device, DEVICE_CHOICES)
     mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if choice == "auto":
         if torch.cuda.is_available():
@@ -22,12 +39,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA GPU is visible; use --device cpu")
+        raise _unavailable(choice, "no CUDA GPU is visible")
     if choice == "mps" and not mps_ok:
-        raise ValueError("device 'mps' was requested but Apple MPS is not available; use cpu")
+        raise _unavailable(choice, "Apple MPS is not available")
     return torch.device(choice)
-
-
-def default_preset(device: torch.device) -> str:
-    """``paper`` networks are affordable on a GPU; on a CPU only ``lite`` trains interactively."""
-    return "paper" if device.type in ("cuda",) else "lite"

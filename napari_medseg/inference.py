@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .resolution import resize_image, scaled_size, upsample_probabilities
 from .shape_prior import ShapePrior, apply_shape_prior
 
 # Above this many pixels per slice a whole-slice forward pass may not fit in memory:
@@ -69,11 +70,9 @@ def predict_models(
     """Probabilities of every network at the native size of a (Z, C, H, W) image.
 
     ``scale`` is the working resolution the networks were trained at (see
-    :mod:`napari_medseg.training.resolution`): the image is shrunk by it, predicted, and the
+    :mod:`napari_medseg.resolution`): the image is shrunk by it, predicted, and the
     probabilities interpolated back.
     """
-    from .training.resolution import resize_image, scaled_size, upsample_probabilities
-
     native = tuple(image.shape[-2:])
     small = resize_image(image, scaled_size(native, scale))
     return {
@@ -92,8 +91,8 @@ class Prediction:
     ensemble_probabilities: np.ndarray | None = None  # (Z, K, H, W) float32
 
 
-#: Softness of the ensemble weights: a member whose agreement score is 0.02 lower counts
-#: e⁻¹ as much (docs/design.md "The ensemble").
+#: Softness of the ensemble weights: a member whose agreement score is this much lower counts
+#: e⁻¹ as much (chosen on ACDC: docs/design.md "The ensemble").
 MEMBER_TEMPERATURE = 0.02
 
 
@@ -103,10 +102,9 @@ def member_weights(
     """Ensemble weights from each member's agreement score (softmax over score / temperature).
 
     The scores are how well each network matches the dense target it trains on, where that
-    target is trustworthy (the confident random-walker pixels, or the scribbles). On a CPU
-    minute the transformer often lags the others by 0.1–0.2 Dice; with equal weights its
-    errors pull the ensemble below its best member (ACDC, BENCHMARKS.md §3). None (no scores
-    yet, or one missing) means equal weights.
+    target is trustworthy (the confident random-walker pixels, or the scribbles): a member
+    that lags the others should not pull the ensemble below its best member (docs/design.md
+    "The ensemble"). None (no scores yet, or one missing) means equal weights.
     """
     keys = list(keys)
     if not scores or any(k not in scores for k in keys):
@@ -146,14 +144,3 @@ def combine_predictions(
     # fraction of networks whose vote differs from the ensemble: 0 = all agree
     disagreement = (stacked != ensemble[None]).mean(axis=0).astype(np.float32)
     return Prediction(per_model, ensemble, disagreement, mean if with_probabilities else None)
-
-
-def combine_saved(probs: dict[str, np.ndarray], state: dict, seeds=None) -> Prediction:
-    """Combines a saved trio's member probabilities as its training did.
-
-    The checkpoint carries the members' agreement scores (the ensemble weights) and the shape
-    prior the trio was trained with; without ``seeds`` only the prior's stroke-free rules apply.
-    """
-    prior = ShapePrior.from_dict((state.get("config") or {}).get("shape_prior"))
-    weights = member_weights(state.get("member_scores"), probs)
-    return combine_predictions(probs, weights=weights, prior=prior, seeds=seeds)

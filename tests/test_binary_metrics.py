@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from napari_medseg import binary_metrics as bm
+from napari_medseg.metrics import binary as bm
 
 
 def test_mae():

@@ -66,7 +66,7 @@ def test_train_predict_eval_round_trip(tiny_pair, capsys):
     assert set(np.unique(ens)) <= {1, 3}
     # the prior is kept in label values' indices: value 3 is class index 1
     prior = {"exhaustive_slices": True, "convex": [1], "walls": []}
-    assert load_checkpoint(out / "model.pt")["config"]["shape_prior"] == prior
+    assert load_checkpoint(out / "model.pt").shape_prior == prior
 
     # fine-tune from the checkpoint (which keeps its prior unless told otherwise)
     rc = main(
@@ -91,7 +91,7 @@ def test_train_predict_eval_round_trip(tiny_pair, capsys):
         ]
     )
     assert rc == 0
-    assert load_checkpoint(tiny_pair / "run2" / "model.pt")["config"]["shape_prior"] == prior
+    assert load_checkpoint(tiny_pair / "run2" / "model.pt").shape_prior == prior
 
     rc = main(
         [

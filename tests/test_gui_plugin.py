@@ -75,7 +75,7 @@ def test_no_qt_binding_in_install_requires():
 
 @pytest.mark.parametrize("name", ["mri", "rgb"])
 def test_sample_contributions(name):
-    from napari_medseg._sample import mri_sample, rgb_sample
+    from napari_medseg._napari.sample import mri_sample, rgb_sample
 
     layers = {"mri": mri_sample, "rgb": rgb_sample}[name]()
     kinds = [k for _, _, k in layers]
@@ -92,7 +92,7 @@ def test_sample_contributions(name):
 
 def test_acdc_h5_reader_converts_to_the_layer_convention(tmp_path):
     h5py = pytest.importorskip("h5py")
-    from napari_medseg._reader import napari_get_reader
+    from napari_medseg._napari.reader import napari_get_reader
 
     img = np.random.default_rng(0).random((2, 16, 16)).astype(np.float32)
     label = np.zeros((2, 16, 16), np.uint8)
@@ -116,7 +116,7 @@ def test_acdc_h5_reader_converts_to_the_layer_convention(tmp_path):
 
 def test_nifti_reader_keeps_spacing(tmp_path):
     nib = pytest.importorskip("nibabel")
-    from napari_medseg._reader import napari_get_reader
+    from napari_medseg._napari.reader import napari_get_reader
 
     vol = np.arange(4 * 10 * 12, dtype=np.int16).reshape(12, 10, 4)  # (x, y, z) on disk
     path = tmp_path / "patient001_frame01.nii.gz"
@@ -134,7 +134,7 @@ def test_dicom_folder_reader_gives_scale(tmp_path):
     pytest.importorskip("pydicom")
     from dicom_files import write_series
 
-    from napari_medseg._reader import napari_get_reader
+    from napari_medseg._napari.reader import napari_get_reader
 
     vol = np.arange(3 * 8 * 6, dtype=np.uint16).reshape(3, 8, 6)
     paths = write_series(tmp_path / "ct", vol, spacing=(5.0, 0.7, 0.7), slope=1.0, intercept=-10)
@@ -153,7 +153,7 @@ def test_dicom_folder_reader_gives_scale(tmp_path):
 
 
 def test_writer_roundtrip_with_spacing(tmp_path):
-    from napari_medseg._writer import write_labels_layer
+    from napari_medseg._napari.writer import write_labels_layer
     from napari_medseg.data.readers import load_image
 
     data = np.zeros((3, 8, 9), np.uint8)
@@ -165,7 +165,7 @@ def test_writer_roundtrip_with_spacing(tmp_path):
 
 
 def test_launcher_without_display_raises_clear_error(monkeypatch):
-    from napari_medseg import _launcher
+    from napari_medseg._napari import launcher as _launcher
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

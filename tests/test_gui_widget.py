@@ -22,7 +22,7 @@ if sys.platform.startswith("linux") and not (
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_medseg._widget import PREDICT_TARGETS, MedSegWidget  # noqa: E402
+from napari_medseg._napari.widget import PREDICT_TARGETS, MedSegWidget  # noqa: E402
 
 TIMEOUT_MS = 240_000  # generous: the CI machine may be shared
 
@@ -122,7 +122,7 @@ def test_train_live_stop_save_load_finetune(make_napari_viewer, qtbot, notes, tm
     assert w.is_training and not w.train_btn.isEnabled() and w.stop_btn.isEnabled()
 
     def stack_prediction_shown():  # the first preview covers one slice, the next all of them
-        ens = w._layer_or_none("medseg: ensemble", napari.layers.Labels)
+        ens = w.prediction_layers.get("medseg: ensemble", napari.layers.Labels)
         return ens is not None and ens.data.min() > 0 and not w.layers_pending
 
     qtbot.waitUntil(stack_prediction_shown, timeout=TIMEOUT_MS)
@@ -171,7 +171,7 @@ def test_train_live_stop_save_load_finetune(make_napari_viewer, qtbot, notes, tm
 
     w.load_model(str(path))
     _wait_idle(qtbot, w)
-    assert w.session.trainer is None and w.session.loaded_state is not None
+    assert w.session.trainer is None and w.session.base is not None
     viewer.layers["medseg: ensemble"].data = np.zeros(img.shape, np.uint8)
     w.predict(PREDICT_TARGETS[1])
     _wait_idle(qtbot, w)
@@ -275,7 +275,7 @@ def test_prediction_layers_are_made_before_train_and_follow_the_slots(
     """Once an image and its scribbles are chosen the empty prediction layers exist, so Train
     creates none (layer creation was the longest GUI freeze); a slot change renames its empty
     layer; choosing another image never drops a result."""
-    from napari_medseg._widget import PLACEHOLDER
+    from napari_medseg._napari.layer_manager import PLACEHOLDER
 
     viewer = make_napari_viewer()
     img, _ = _tiny_layers(viewer)
@@ -324,30 +324,36 @@ def test_prediction_layers_are_updated_in_place(make_napari_viewer):
     def full(value):
         return np.full((2, 16, 12), value, np.uint8)
 
-    w._set_labels(name, full(1), image, 4, False, None)
+    w.prediction_layers.set_labels(name, full(1), image, 4, False, None)
     layer = viewer.layers[name]
     arr = layer.data
     data_events, refreshes = [], []
     layer.events.data.connect(data_events.append)
     refresh = layer.refresh
     layer.refresh = lambda *a, **k: (refreshes.append(1), refresh(*a, **k))
-    w._set_labels(name, full(2), image, 4, False, None)
+    w.prediction_layers.set_labels(name, full(2), image, 4, False, None)
     assert layer.data is arr and (arr == 2).all()
     assert not data_events and len(refreshes) == 1
-    w._set_labels(name, full(2), image, 4, False, None)  # unchanged: nothing to redraw
+    w.prediction_layers.set_labels(
+        name, full(2), image, 4, False, None
+    )  # unchanged: nothing to redraw
     assert len(refreshes) == 1
-    w._set_labels(name, full(3)[0], image, 4, False, 1)  # one slice
+    w.prediction_layers.set_labels(name, full(3)[0], image, 4, False, 1)  # one slice
     assert layer.data is arr and (arr[1] == 3).all() and (arr[0] == 2).all()
     assert not data_events
     # a layer of another shape is replaced by one that matches the image
     layer.data = np.zeros((2, 8, 8), np.uint8)
-    w._set_labels(name, full(1), image, 4, False, None)
+    w.prediction_layers.set_labels(name, full(1), image, 4, False, None)
     assert viewer.layers[name].data.shape == (2, 16, 12)
     # the disagreement image too
-    w._set_disagreement("medseg: dis", np.zeros((2, 16, 12), np.float32), image, None)
+    w.prediction_layers.set_disagreement(
+        "medseg: dis", np.zeros((2, 16, 12), np.float32), image, None
+    )
     dis = viewer.layers["medseg: dis"]
     before = dis.data
-    w._set_disagreement("medseg: dis", np.full((16, 12), 0.5, np.float32), image, 0)
+    w.prediction_layers.set_disagreement(
+        "medseg: dis", np.full((16, 12), 0.5, np.float32), image, 0
+    )
     assert dis.data is before and (before[0] == 0.5).all() and (before[1] == 0).all()
     assert dis.contrast_limits == [0.0, 1.0]
 
@@ -380,7 +386,7 @@ def test_dicom_series_opens_with_its_spacing_and_trains(make_napari_viewer, qtbo
     pytest.importorskip("pydicom")
     from dicom_files import write_series
 
-    from napari_medseg._session import evaluate_labels
+    from napari_medseg._napari.session import evaluate_labels
 
     rng = np.random.default_rng(0)
     vol = rng.normal(300, 20, (3, 40, 36)).clip(0).astype(np.uint16)
@@ -525,13 +531,13 @@ def _two_class_viewer(make_napari_viewer):
 def test_error_out_of_memory_is_advice(make_napari_viewer, qtbot, notes, monkeypatch):
     import torch
 
-    import napari_medseg.training as training
+    import napari_medseg.workflow as workflow
 
     class Boom:
         def __init__(self, *a, **k):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(training, "TriNetTrainer", Boom)
+    monkeypatch.setattr(workflow, "TriNetTrainer", Boom)
     viewer, w = _two_class_viewer(make_napari_viewer)
     w.start_training()
     _wait_idle(qtbot, w)
@@ -572,7 +578,7 @@ def test_error_class_count_mismatch_on_load(make_napari_viewer, qtbot, notes, tm
     w.load_model(str(path))
     _wait_idle(qtbot, w)
     _assert_error(notes, "2 classes", "background, lesion", "3 class names")
-    assert w.session.loaded_state is None
+    assert w.session.base is None
     # a file that is not a checkpoint
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -583,18 +589,18 @@ def test_error_class_count_mismatch_on_load(make_napari_viewer, qtbot, notes, tm
     w.classes_edit.setText("background, lesion")
     w.load_model(str(path))
     _wait_idle(qtbot, w)
-    assert w.session.loaded_state is not None
+    assert w.session.base is not None
     assert w.selected_models() == ("unet", "unet", "unet")
 
 
 def test_preset_recipe_fills_the_fields_including_whole_slices(make_napari_viewer):
-    from napari_medseg.training.trainer import PRESET_DEFAULTS
+    from napari_medseg.presets import RECIPES
 
     viewer = make_napari_viewer()
     w = MedSegWidget(viewer)
     for preset in ("paper", "lite"):
         w.preset_combo.setCurrentText(preset)
-        d = PRESET_DEFAULTS[preset]
+        d = RECIPES[preset]
         assert w.patch_spin.value() == d["patch_size"]
         assert w.batch_spin.value() == d["batch_size"]
         assert w.lr_spin.value() == pytest.approx(d["lr"])

@@ -1,5 +1,5 @@
-"""The widget's worker side (:mod:`napari_medseg._session`) without Qt: thread policy, warm-up
-and what the live updates carry."""
+"""The widget's worker side (:mod:`napari_medseg._napari.session`) without Qt: thread policy,
+warm-up and what the live updates carry."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from napari_medseg._session import (
+from napari_medseg._napari.session import (
     TrainingSession,
     TrainRequest,
     default_threads,
@@ -120,7 +120,7 @@ def test_the_worker_waits_for_the_gui_layers_before_its_first_step():
 def test_cardiac_prior_follows_the_class_names():
     import pytest
 
-    from napari_medseg._session import GuiError
+    from napari_medseg._napari.session import GuiError
     from napari_medseg.shape_prior import ShapePrior
 
     img, scr = _stack()
@@ -146,11 +146,11 @@ def test_predict_on_the_training_image_gets_the_priors_stroke_rules():
     final = list(session.train(req))[-1]
     assert not (final.ensemble[1] == 3).any()
     # without the strokes the networks do put class 3 (index 2) on slice 1
-    data = session.task.images[0]
+    data = session.workflow.inputs[0].images[0]
     assert (session.trainer.predict(data).ensemble[1] == 2).any()
     again = session.predict(img, "stack", threads=1)
     np.testing.assert_array_equal(again.ensemble, final.ensemble)
     one = session.predict(img, "stack", slice_index=1, threads=1)
     np.testing.assert_array_equal(one.ensemble, final.ensemble[1])
     # another image: no strokes to go by, so the stroke rules stay off
-    assert session.trainer.scribbles_of(np.zeros_like(session.task.images[0])) is None
+    assert session.trainer.scribbles_of(np.zeros_like(session.workflow.inputs[0].images[0])) is None

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from napari_medseg.checkpoints import (
+    Checkpoint,
     CheckpointError,
+    SlotState,
     load_checkpoint,
     models_from_checkpoint,
     save_checkpoint,
@@ -280,7 +282,7 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
     tr.run()
     path = save_checkpoint(tr.state_dict(), tmp_path / "model.pt")
     state = load_checkpoint(path)
-    assert state["iteration"] == 2
+    assert state.iteration == 2
     models = models_from_checkpoint(state)
     x = torch.from_numpy(task.images[0][:1])
     for key, m in models.items():
@@ -335,7 +337,7 @@ def test_trainer_scores_members_and_checkpoints_keep_the_scores(tmp_path):
     pred = tr.predict(task.images[0])
     np.testing.assert_array_equal(pred.ensemble, pred.per_model["mamba_unet"])
     state = load_checkpoint(save_checkpoint(tr.state_dict(), tmp_path / "m.pt"))
-    assert state["member_scores"] == {"unet": 0.0, "mamba_unet": 1.0}
+    assert state.member_scores == {"unet": 0.0, "mamba_unet": 1.0}
     tr2, _ = _trainer(iterations=1, models=("unet", "mamba_unet"))
     tr2.load_state(state)
     assert tr2.member_scores == {"unet": 0.0, "mamba_unet": 1.0}
@@ -353,7 +355,8 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
 
 
 def test_checkpoint_is_written_atomically(tmp_path):
-    save_checkpoint({"format": "napari-medseg-trio", "x": torch.ones(2)}, tmp_path / "m.pt")
+    slot = SlotState("unet", "unet", "lite", {"x": torch.ones(2)})
+    save_checkpoint(Checkpoint({}, 1, 2, [slot]), tmp_path / "m.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt|could not be read"):
@@ -361,7 +364,7 @@ def test_checkpoint_is_written_atomically(tmp_path):
 
 
 def test_working_resolution_keeps_thin_strokes_and_predicts_native_size():
-    from napari_medseg.training.resolution import resize_seeds
+    from napari_medseg.resolution import resize_seeds
 
     seeds = np.full((1, 64, 64), -1)
     seeds[0, 10, 5:60] = 0  # a 1-px line: nearest-neighbour shrinking would lose most of it

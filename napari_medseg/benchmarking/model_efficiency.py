@@ -44,7 +44,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from napari_medseg.models import count_parameters, create_model, list_models, model_info
+from ..models import count_parameters, create_model, list_models, model_info
+from ..presets import PRESETS
 
 __all__ = [
     "PUBLISHED",
@@ -366,7 +367,7 @@ def measure_model(
 
 def run_model_efficiency(
     models: Sequence[str] | None = None,
-    presets: Iterable[str] = ("lite", "paper"),
+    presets: Iterable[str] = PRESETS,
     size: int = 512,
     device: str = "auto",
     runs: int | None = None,

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import atomic_write
 
 __all__ = [
     "ACDC_CLASS_NAMES",
@@ -371,14 +372,4 @@ def write_labels(
         if arr.ndim == 3:
             metadata["spacing"] = float(spacing[0])
         kwargs.update(imagej=True, resolution=(1.0 / sx, 1.0 / sy), metadata=metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.tif", dir=path.parent)
-    os.close(fd)
-    try:
-        tifffile.imwrite(tmp, arr, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, arr, **kwargs), suffix=".tif")

@@ -8,20 +8,24 @@ It only reads its inputs; nothing is modified in place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InputError
 from .normalization import infer_kind
 
-__all__ = ["MIN_SIZE", "InputError", "InputSummary", "validate_inputs"]
+__all__ = [
+    "MIN_SIZE",
+    "InputError",
+    "InputSummary",
+    "validate_inputs",
+    "validate_scribble_update",
+]
 
 #: Smallest accepted height/width: below this the down-sampling networks have nothing left.
 MIN_SIZE = 8
-
-
-class InputError(ValueError):
-    """The image or the scribbles cannot be used; the message says how to fix it."""
 
 
 @dataclass
@@ -83,11 +87,39 @@ def _check_image(image) -> tuple[np.ndarray, str]:
     return img, kind
 
 
+def _check_scribbles(scribbles, spatial: tuple[int, ...], shape_hint: str = "") -> np.ndarray:
+    """The scribble map as integers when it has the spatial shape ``spatial``."""
+    if scribbles is None:
+        raise InputError("no scribbles were given — add a Labels layer and draw on it")
+    scr = np.asarray(scribbles)
+    if scr.shape != spatial:
+        raise InputError(
+            f"shape mismatch: scribbles {scr.shape} vs {shape_hint or f'shape {spatial}'} "
+            "— create the Labels layer from this image so that they share the same shape"
+        )
+    if scr.dtype == bool:
+        return scr.astype(np.uint8)
+    if np.issubdtype(scr.dtype, np.floating):
+        if not np.isfinite(scr).all() or not np.array_equal(scr, np.round(scr)):
+            raise InputError(
+                f"the scribbles are not whole numbers (dtype {scr.dtype}) — a scribble map "
+                "must hold integer class values; use a Labels layer"
+            )
+        return scr.astype(np.int64)
+    if not np.issubdtype(scr.dtype, np.integer):
+        raise InputError(
+            f"the scribbles have dtype {scr.dtype}; they must be integer class "
+            "values — use a Labels layer"
+        )
+    return scr
+
+
 def validate_inputs(
     image,
     scribbles,
     unlabelled: int = 0,
     num_classes: int | None = None,
+    class_values: Sequence[int] | None = None,
 ) -> InputSummary:
     """Validate an image and its scribble map; return an :class:`InputSummary`.
 
@@ -96,35 +128,16 @@ def validate_inputs(
     scribble. At least two classes must be scribbled (one class alone teaches nothing
     about the boundary). If ``num_classes`` is given, scribbled values must lie in
     ``0 .. num_classes-1`` and classes without any scribble are reported in ``warnings``.
+    If ``class_values`` declares the classes (a widget with named classes, a checkpoint),
+    every scribbled value must be one of them, and classes without a stroke are reported.
     """
     img, kind = _check_image(image)
     spatial = tuple(img.shape[:2]) if kind in ("rgb", "rgba") else tuple(img.shape)
-    if scribbles is None:
-        raise InputError("no scribbles were given — add a Labels layer and draw on it")
-    scr = np.asarray(scribbles)
-    if scr.shape != spatial:
-        hint = ""
-        if kind in ("rgb", "rgba") and scr.shape == img.shape:
-            hint = " (the scribbles must not have a colour axis)"
-        raise InputError(
-            f"shape mismatch: scribbles {scr.shape} vs image {img.shape} (expected scribbles "
-            f"of shape {spatial}){hint} — create the Labels layer from this image so that "
-            "they share the same shape"
-        )
-    if scr.dtype == bool:
-        scr = scr.astype(np.uint8)
-    elif np.issubdtype(scr.dtype, np.floating):
-        if not np.isfinite(scr).all() or not np.array_equal(scr, np.round(scr)):
-            raise InputError(
-                f"the scribbles are not whole numbers (dtype {scr.dtype}) — a scribble map "
-                "must hold integer class values; use a Labels layer"
-            )
-        scr = scr.astype(np.int64)
-    elif not np.issubdtype(scr.dtype, np.integer):
-        raise InputError(
-            f"the scribbles have dtype {scr.dtype}; they must be integer class "
-            "values — use a Labels layer"
-        )
+    colour_axis = kind in ("rgb", "rgba") and np.shape(scribbles) == img.shape
+    hint = " (the scribbles must not have a colour axis)" if colour_axis else ""
+    scr = _check_scribbles(
+        scribbles, spatial, f"image {img.shape} (expected scribbles of shape {spatial}){hint}"
+    )
 
     labelled = scr != unlabelled
     if not labelled.any():
@@ -143,15 +156,29 @@ def validate_inputs(
             f"scribble value {int(values.max())} is outside the {num_classes} classes "
             f"(0..{num_classes - 1}) — relabel the stroke or raise the number of classes"
         )
-    class_values = tuple(int(v) for v in values)
-    if len(class_values) == 1:
+    found = tuple(int(v) for v in values)
+    if len(found) == 1:
         raise InputError(
-            f"scribbles of one class only (class {class_values[0]}) — draw at least one "
+            f"scribbles of one class only (class {found[0]}) — draw at least one "
             "stroke of background and of each structure"
         )
     warnings: list[str] = []
+    if class_values is not None:
+        declared = [int(v) for v in class_values]
+        unknown = sorted(set(found) - set(declared))
+        if unknown:
+            raise InputError(
+                f"the scribbles use value(s) {unknown} that are not among the classes "
+                f"{declared} — add a class or repaint those strokes"
+            )
+        missing = [v for v in declared if v not in found]
+        if missing:
+            warnings.append(
+                f"no scribbles for class value(s) {missing}: those classes cannot be learnt — "
+                "draw at least one stroke for each"
+            )
     if num_classes is not None:
-        missing = [c for c in range(num_classes) if c != unlabelled and c not in class_values]
+        missing = [c for c in range(num_classes) if c != unlabelled and c not in found]
         if missing:
             warnings.append(
                 f"no scribbles for class(es) {missing}: the model cannot learn "
@@ -168,9 +195,37 @@ def validate_inputs(
         spatial_shape=spatial,
         num_slices=num_slices,
         unlabelled=int(unlabelled),
-        class_values=class_values,
+        class_values=found,
         counts={int(v): int(c) for v, c in zip(values, counts_arr)},
         labelled_fraction=float(labelled.mean()),
         slices_with_scribbles=slices,
         warnings=warnings,
     )
+
+
+def validate_scribble_update(
+    scribbles, spatial_shape: Sequence[int], class_values: Sequence[int], unlabelled: int = 0
+) -> list[str]:
+    """Checks scribbles drawn while training on the same image; returns warnings.
+
+    Raises :class:`InputError` when they cannot replace the previous ones (another shape, or
+    fewer than two classes left); strokes of values that are no class are a warning only:
+    they are ignored and the others used.
+    """
+    spatial = tuple(int(n) for n in spatial_shape)
+    scr = _check_scribbles(scribbles, spatial)
+    declared = [int(v) for v in class_values]
+    present = [int(v) for v in np.unique(scr) if int(v) != unlabelled]
+    warnings = []
+    unknown = [v for v in present if v not in declared]
+    if unknown:
+        warnings.append(
+            f"label value(s) {unknown} are not among the classes {declared}; those strokes are "
+            "ignored — pick a label from the class list"
+        )
+    if len([v for v in present if v in declared]) < 2:
+        raise InputError(
+            "the scribbles now hold fewer than two classes; training keeps the previous "
+            "scribbles — draw background and at least one structure"
+        )
+    return warnings

@@ -1,7 +1,6 @@
 """Segmentation architectures, one file each, created by name."""
 
 from .registry import (
-    PRESETS,
     ModelInfo,
     PadToMultiple,
     count_parameters,
@@ -12,7 +11,6 @@ from .registry import (
 )
 
 __all__ = [
-    "PRESETS",
     "ModelInfo",
     "PadToMultiple",
     "count_parameters",

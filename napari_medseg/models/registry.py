@@ -9,13 +9,14 @@ logits are cropped back, which keeps per-architecture code free of size bookkeep
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-PRESETS = ("lite", "paper")
+from ..errors import ConfigError, choices_error
+from ..presets import PRESETS
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,6 @@ class ModelInfo:
     size_multiple: int
     presets: tuple[str, ...] = PRESETS
     description: str = ""
-    extra_presets: dict = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -77,7 +77,7 @@ def model_info(name: str) -> ModelInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}") from None
+        raise choices_error("model", name, _REGISTRY) from None
 
 
 class PadToMultiple(nn.Module):
@@ -111,7 +111,7 @@ def create_model(
     """
     info = model_info(name)
     if preset not in info.presets:
-        raise ValueError(
+        raise ConfigError(
             f"model {name!r} has no preset {preset!r}; choose one of: {', '.join(info.presets)}"
         )
     if in_channels < 1:

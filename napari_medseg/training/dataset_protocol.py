@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.classes import ClassMap
 from ..data.normalization import percentile_normalize
 from ..data.readers import read_acdc_volume
 from ..metrics import evaluate_segmentation, summarize_by_class, write_metrics_csv
@@ -25,11 +26,10 @@ def acdc_arrays(path: Path, unlabelled: int = 4):
     """(image (Z,1,H,W) float32, seeds (Z,H,W) int64 with -1 unlabelled, label, volume)."""
     vol = read_acdc_volume(path)
     image = percentile_normalize(vol.image)[:, None]
-    seeds = np.full(vol.image.shape, -1, dtype=np.int64)
-    if vol.scribble is not None:
-        scr = vol.scribble.astype(np.int64)
-        keep = (scr != unlabelled) & (scr < ACDC_NUM_CLASSES)
-        seeds[keep] = scr[keep]
+    if vol.scribble is None:
+        seeds = np.full(vol.image.shape, -1, dtype=np.int64)
+    else:  # ACDC's label values are the class indices
+        seeds = ClassMap(tuple(range(ACDC_NUM_CLASSES)), unlabelled).to_indices(vol.scribble)
     return image, seeds, vol.label, vol
 
 

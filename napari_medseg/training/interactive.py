@@ -1,8 +1,9 @@
 """The interactive protocol's glue: a user's image + scribble map → what the trainer takes.
 
 Users label in *values* (napari: 0 = unlabelled, 1..K classes; ACDC: 0..3 with 4 unlabelled);
-networks work in class *indices* 0..K-1. :class:`InteractiveTask` keeps the mapping so that
-predictions go back to the user in the values they drew with, in the image's own layout.
+networks work in class *indices* 0..K-1. :class:`InteractiveTask` keeps the mapping
+(:class:`~napari_medseg.data.classes.ClassMap`) so that predictions go back to the user in the
+values they drew with, in the image's own layout.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data.classes import ClassMap
 from ..data.normalization import normalize_image, restore_layout
 from ..data.validation import InputError, validate_inputs
 
@@ -30,14 +32,12 @@ class InteractiveTask:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def in_channels(self) -> int:
-        return int(self.images[0].shape[1])
+    def classes(self) -> ClassMap:
+        return ClassMap(self.class_values, self.unlabelled)
 
     def to_values(self, indices: np.ndarray) -> np.ndarray:
         """Per-slice class indices (N, H, W) → user values in the image's layout."""
-        lut = np.asarray(self.class_values)
-        dtype = np.uint8 if lut.max() < 256 else np.uint16
-        return restore_layout(lut[np.asarray(indices)].astype(dtype), self.kind)
+        return restore_layout(self.classes.to_values(indices), self.kind)
 
     def seeds_from(self, scribbles: np.ndarray) -> list[np.ndarray]:
         """Seeds for new scribbles of the same image (the user kept drawing)."""
@@ -50,10 +50,7 @@ def scribbles_to_seeds(
     """User values → class indices with -1 for unlabelled, always (N, H, W); never in place."""
     scr = np.asarray(scribbles)
     scr = scr[None] if kind != "stack" else scr
-    seeds = np.full(scr.shape, -1, dtype=np.int64)
-    for i, v in enumerate(class_values):
-        seeds[scr == v] = i
-    return seeds
+    return ClassMap(tuple(class_values), unlabelled).to_indices(scr)
 
 
 def prepare_interactive(
@@ -69,40 +66,20 @@ def prepare_interactive(
     them, e.g. a widget with four named classes; otherwise the scribbled values are the classes.
     Raises :class:`InputError` with a message saying what to fix.
     """
-    summary = validate_inputs(image, scribbles, unlabelled)
-    warnings = list(summary.warnings)
-    if class_values is None:
-        values = tuple(summary.class_values)
-    else:
-        values = tuple(int(v) for v in class_values)
-        if unlabelled in values:
-            raise InputError(
-                f"the value {unlabelled} marks unlabelled pixels and cannot also be a class"
-            )
-        unknown = sorted(set(summary.class_values) - set(values))
-        if unknown:
-            raise InputError(
-                f"the scribbles use value(s) {unknown} that are not among the classes "
-                f"{list(values)} — add a class or repaint those strokes"
-            )
-        missing = [v for v in values if v not in summary.class_values]
-        if missing:
-            warnings.append(
-                f"no scribbles for class value(s) {missing}: those classes cannot be learnt — "
-                "draw at least one stroke for each"
-            )
-    if len(values) < 2:
-        raise InputError("at least two classes are needed (background and one structure)")
-    norm = normalize_image(image, "auto" if kind == "auto" else kind)
-    warnings.extend(norm.warnings)
-    seeds = scribbles_to_seeds(scribbles, values, unlabelled, norm.kind)
+    if class_values is not None:
+        ClassMap(tuple(class_values), unlabelled)  # refuses values it cannot hold, up front
+    summary = validate_inputs(image, scribbles, unlabelled, class_values=class_values)
+    values = tuple(summary.class_values if class_values is None else class_values)
+    classes = ClassMap(values, unlabelled)
+    norm = normalize_image(image, kind)
+    seeds = scribbles_to_seeds(scribbles, classes.values, classes.unlabelled, norm.kind)
     return InteractiveTask(
         images=[norm.data],
         seeds=[seeds],
-        num_classes=len(values),
-        class_values=values,
+        num_classes=classes.num_classes,
+        class_values=classes.values,
         kind=norm.kind,
         spatial_shape=norm.spatial_shape,
-        unlabelled=int(unlabelled),
-        warnings=warnings,
+        unlabelled=classes.unlabelled,
+        warnings=[*summary.warnings, *norm.warnings],
     )

@@ -1,4 +1,4 @@
-"""The tri-network trainer: one iterator that the napari widget and the CLI both drive.
+"""The tri-network trainer: one iterator that :class:`napari_medseg.workflow.Workflow` drives.
 
 Each step trains every network on a batch of scribbled crops with
 
@@ -20,15 +20,18 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..device import default_preset, resolve_device
+from ..checkpoints import Checkpoint, SlotState
+from ..device import resolve_device
 from ..inference import Prediction, combine_predictions, member_weights, predict_models
 from ..models import create_model
+from ..presets import default_preset, recipe
+from ..resolution import resize_image, resize_seeds, scaled_size, working_scale
 from ..shape_prior import ShapePrior, apply_shape_prior
 from ..slots import slot_keys
 from .augmentation import augment_batch
@@ -39,7 +42,6 @@ from .losses import (
     partial_cross_entropy,
 )
 from .pseudo_labels import ensemble_pseudo_label, random_simplex_weights, random_walker_labels
-from .resolution import resize_image, resize_seeds, scaled_size, working_scale
 from .schedule import poly_lr
 
 DEFAULT_TRIO = ("unet", "swin_unet", "mamba_unet")
@@ -54,48 +56,6 @@ PREVIEW_BN_BATCHES = 2
 # Exponential average of the members' agreement scores (``_update_scores``): ~the last 10 steps
 SCORE_MOMENTUM = 0.8
 
-# Training defaults per preset. `paper` is the published recipe (SGD 0.01, poly, native
-# resolution, 256² crops with rot/flip augmentation) for a GPU and many iterations. `lite` is
-# for a CPU and a minute on the image being annotated (measured on ACDC volumes with real
-# scribbles, BENCHMARKS.md §3 and docs/design.md "The lite recipe"):
-#   * working resolution 128 px and whole slices (patch 0): training sees exactly what
-#     prediction sees — zero-padded crops against reflect-padded whole slices cost the
-#     transformer and Mamba networks most of their Dice (their token/window grids shift);
-#   * no geometric augmentation: the networks predict the very image they learn from, and
-#     rot90/flip/rotations halve what 150 steps achieve (Dice 0.45 → 0.73 for a UNet at 100);
-#   * a dense random-walker target with cross-entropy *and* Dice, only where the walker is
-#     confident (≥ 0.9; its uncertain pixels are right ~40 % of the time), with square-root
-#     class weights (full inverse weights on a 95 %-background target paint huge structures);
-#   * AdamW 3e-3, which converges in the ~150 steps a CPU minute allows.
-PRESET_DEFAULTS: dict[str, dict] = {
-    "lite": dict(
-        batch_size=4,
-        patch_size=0,
-        max_side=128,
-        optimizer="adamw",
-        lr=3e-3,
-        augment=False,
-        rw_weight=1.0,
-        rw_dice_weight=1.0,
-        rw_confidence=0.9,
-        rw_balance_power=0.5,
-        pseudo_rampup=0.3,
-    ),
-    "paper": dict(
-        batch_size=8,
-        patch_size=256,
-        max_side=0,
-        optimizer="sgd",
-        lr=0.01,
-        augment=True,
-        rw_weight=0.5,
-        rw_dice_weight=0.0,
-        rw_confidence=0.0,
-        rw_balance_power=1.0,
-        pseudo_rampup=0.1,
-    ),
-}
-
 
 @dataclass
 class TrainConfig:
@@ -105,7 +65,7 @@ class TrainConfig:
     preset: str | None = None  # None: "paper" on CUDA, "lite" elsewhere
     iterations: int | None = None
     seconds: float | None = None
-    # None: the preset's default (PRESET_DEFAULTS)
+    # None: the preset's recipe (napari_medseg.presets.RECIPES)
     batch_size: int | None = None
     patch_size: int | None = None  # 0: whole slices (when they share one size)
     optimizer: str | None = None  # "sgd" (the paper's) or "adamw" (fewer steps to converge)
@@ -119,8 +79,7 @@ class TrainConfig:
     rw_dice_weight: float | None = None  # Dice to the random walker
     rw_confidence: float | None = None  # walker pixels below this probability are ignored
     rw_balance_power: float | None = None  # 1: inverse-frequency class weights, 0: none
-    # 2000 rather than scikit-image's 130: sharper boundaries, ACDC walker Dice 0.80 → 0.82
-    # (6 volumes), PH2 0.56 → 0.75, Kvasir unchanged (benchmarks in docs/design.md)
+    # sharper, edge-following walker boundaries than scikit-image's 130 (docs/design.md)
     rw_beta: float = 2000.0
     balance_classes: bool = True  # class weights in both cross-entropies
     augment: bool | None = None  # rot90/flip, small rotations, gamma
@@ -136,11 +95,11 @@ class TrainConfig:
     prior_on_teacher: bool = True
 
     def resolve(self, preset: str) -> None:
-        """Fills the fields left ``None`` with the preset's defaults."""
-        self.preset = preset
-        for k, v in PRESET_DEFAULTS.get(preset, PRESET_DEFAULTS["paper"]).items():
+        """Fills the fields left ``None`` with the preset's recipe (unknown presets are errors)."""
+        for k, v in recipe(preset).items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
+        self.preset = preset
 
     def budget_progress(self, iteration: int, elapsed: float) -> float | None:
         parts = []
@@ -176,7 +135,6 @@ class TrainerUpdate:
     done: bool = False
     stopped: bool = False
     message: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 class TriNetTrainer:
@@ -196,7 +154,7 @@ class TriNetTrainer:
         config: TrainConfig | None = None,
         *,
         preview: int | None = 0,
-        checkpoint: dict | None = None,
+        checkpoint: Checkpoint | None = None,
         metadata: dict | None = None,
     ):
         self.config = config or TrainConfig()
@@ -644,47 +602,47 @@ class TriNetTrainer:
                 m.train(modes[k])
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
-        return {
-            "format": "napari-medseg-trio",
-            "version": 1,
-            "config": self.config.to_dict(),
-            "in_channels": self.in_channels,
-            "num_classes": self.num_classes,
-            "iteration": self.iteration,
-            "working_scale": self.scale,
-            "member_scores": dict(self.member_scores),
-            "slots": [
-                {
-                    "key": k,
-                    "name": n,
-                    "preset": self.config.preset,
-                    "state_dict": {
+    def state_dict(self) -> Checkpoint:
+        """The trio as a :class:`~napari_medseg.checkpoints.Checkpoint` (save it to keep it)."""
+        return Checkpoint(
+            config=self.config.to_dict(),
+            in_channels=self.in_channels,
+            num_classes=self.num_classes,
+            iteration=self.iteration,
+            working_scale=self.scale,
+            member_scores=dict(self.member_scores),
+            slots=[
+                SlotState(
+                    key=k,
+                    name=n,
+                    preset=self.config.preset,
+                    state_dict={
                         p: t.detach().cpu() for p, t in self.models[k].state_dict().items()
                     },
-                    "optimizer": self.optimizers[k].state_dict(),
-                }
+                    optimizer=self.optimizers[k].state_dict(),
+                )
                 for k, n in zip(self.keys, self.config.models)
             ],
-            "metadata": self.metadata,
-        }
-
-    def load_state(self, state: dict) -> None:
-        """Loads a saved trio (same architectures and class count) to continue or fine-tune."""
-        from ..checkpoints import check_compatible
-
-        check_compatible(
-            state, self.config.models, self.in_channels, self.num_classes, self.config.preset
+            metadata=self.metadata,
         )
-        for slot, key in zip(state["slots"], self.keys):
-            self.models[key].load_state_dict(slot["state_dict"])
-            if slot.get("optimizer"):
+
+    def load_state(self, state: Checkpoint) -> None:
+        """Loads a saved trio (same architectures and class count) to continue or fine-tune."""
+        state.check_compatible(
+            models=self.config.models,
+            in_channels=self.in_channels,
+            num_classes=self.num_classes,
+            preset=self.config.preset,
+        )
+        for slot, key in zip(state.slots, self.keys):
+            self.models[key].load_state_dict(slot.state_dict)
+            if slot.optimizer:
                 try:
-                    self.optimizers[key].load_state_dict(slot["optimizer"])
+                    self.optimizers[key].load_state_dict(slot.optimizer)
                 except (ValueError, KeyError):
                     pass  # optimiser layout changed: momentum restarts, weights are kept
-        self.iteration = int(state.get("iteration", 0))
-        scores = state.get("member_scores") or {}
+        self.iteration = int(state.iteration)
+        scores = state.member_scores or {}
         self.member_scores = {k: float(scores[k]) for k in self.keys if k in scores}
-        for k, v in state.get("metadata", {}).items():
+        for k, v in state.metadata.items():
             self.metadata.setdefault(k, v)

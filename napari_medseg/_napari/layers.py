@@ -5,8 +5,8 @@ One convention everywhere, the one the user paints with: in a Labels layer value
 ``class_names[v - 1]`` names it. Scribbles, predictions, the bundled samples' truth and the
 ACDC reader's layers all follow it, so a class has the same colour in every layer and a
 prediction can be compared with (or copied into) the scribbles without renumbering. The
-networks work in class indices 0..K-1; :class:`napari_medseg.training.InteractiveTask` maps
-between the two.
+networks work in class indices 0..K-1; :class:`napari_medseg.data.classes.ClassMap` maps
+between the two (``ClassMap.numbered(K)`` is this convention).
 """
 
 from __future__ import annotations
@@ -99,10 +99,6 @@ def default_class_names(rgb: bool) -> tuple[str, ...]:
 def parse_class_names(text: str) -> list[str]:
     """'background, RV, Myo' → ['background', 'RV', 'Myo'] (blank entries dropped)."""
     return [n.strip() for n in text.replace(";", ",").split(",") if n.strip()]
-
-
-def model_layer_name(display_name: str, suffix: str = "") -> str:
-    return f"{PREFIX}{display_name}{suffix}"
 
 
 def slot_display_names(models: Sequence[str], display: Sequence[str]) -> list[str]:

@@ -1,4 +1,9 @@
-"""Implementations of the CLI sub-commands (argument parsing lives in :mod:`napari_medseg.cli`)."""
+"""One function per ``napari-medseg`` sub-command (the arguments are in :mod:`.parser`).
+
+``train``, ``predict`` and ``demo`` drive :class:`napari_medseg.workflow.Workflow`, the same
+workflow as the widget; the others call their tool. Heavy imports happen inside each command,
+so that ``eval`` or ``--help`` do not wait for torch.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import CliError, path_or_error
+from .parser import CliError, path_or_error
+from .progress import drive
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -24,23 +30,9 @@ def run_command(args: argparse.Namespace) -> int:
     return handlers[args.command](args)
 
 
-# ---------------------------------------------------------------- shared helpers
-def _progress(total: float | None, desc: str, unit: str = "it"):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        disable=None,
-        leave=True,
-    )
-
-
 def _config_from_args(args, defaults: dict | None = None, class_values=()):
-    from .training import TrainConfig
+    from ..models import model_info
+    from ..training import TrainConfig
 
     cfg = TrainConfig(**(defaults or {}))
     if args.models:
@@ -49,6 +41,7 @@ def _config_from_args(args, defaults: dict | None = None, class_values=()):
         cfg.preset = args.preset
     cfg.device = args.device
     cfg.seed = args.seed
+    cfg.preview_every_seconds = None  # nobody watches previews here
     if args.seconds is not None:
         if args.seconds <= 0:
             raise CliError("--seconds must be positive")
@@ -62,7 +55,7 @@ def _config_from_args(args, defaults: dict | None = None, class_values=()):
         if v is not None:
             setattr(cfg, name, v)
     if getattr(args, "shape_prior", None) is not None:
-        from .shape_prior import parse_shape_prior
+        from ..shape_prior import parse_shape_prior
 
         try:
             cfg.shape_prior = parse_shape_prior(args.shape_prior, class_values).to_dict()
@@ -70,57 +63,23 @@ def _config_from_args(args, defaults: dict | None = None, class_values=()):
             raise CliError(f"--shape-prior: {e}") from None
     if cfg.iterations is None and cfg.seconds is None:
         cfg.seconds = 60.0
-    from .models import list_models
-
-    known = list_models()
     for m in cfg.models:
-        if m not in known:
-            raise CliError(f"unknown model {m!r}; choose from: {', '.join(known)}")
+        model_info(m)  # an unknown name is an error that lists the choices
     return cfg
 
 
-def drive(trainer, desc: str = "training"):
-    """Runs a trainer with a progress bar; returns the final update."""
-    cfg = trainer.config
-    total = cfg.iterations if cfg.iterations else cfg.seconds
-    unit = "it" if cfg.iterations else "s"
-    last = None
-    with _progress(total, desc, unit) as bar:
-        for upd in trainer.steps():
-            last = upd
-            if cfg.iterations:
-                bar.n = min(
-                    upd.iteration - (upd.total_iterations or 0) + cfg.iterations, cfg.iterations
-                )
-            else:
-                bar.n = round(min(upd.elapsed, cfg.seconds), 1)
-            bar.set_postfix(
-                loss=f"{upd.losses.get('total', float('nan')):.3f}",
-                it_s=f"{upd.iterations_per_second:.2f}",
-                refresh=False,
-            )
-            bar.refresh()
-    return last
-
-
-def _write_prediction(out: Path, task, prediction, spacing=None) -> list[Path]:
-    from .data.readers import write_labels
-
-    written = []
-    ens = task.to_values(prediction.ensemble)
-    written.append(write_labels(out / "ensemble.tif", ens, spacing=spacing))
-    for key, lab in prediction.per_model.items():
-        written.append(write_labels(out / f"{key}.tif", task.to_values(lab), spacing=spacing))
-    return [Path(p) if p is not None else None for p in written]
+def _report(files) -> None:
+    for f in files:
+        print(f"wrote {f}")
 
 
 # ---------------------------------------------------------------- train
 def cmd_train(args) -> int:
     if args.dataset:
         return _train_dataset(args)
-    from .checkpoints import load_checkpoint, save_checkpoint
-    from .data.readers import load_image, read_labels
-    from .training import TriNetTrainer, prepare_interactive
+    from ..checkpoints import load_checkpoint
+    from ..data.readers import load_image, read_labels
+    from ..workflow import Task, Workflow, write_segmentation
 
     img_path = path_or_error(args.image, "--image")
     scr_path = path_or_error(args.scribbles, "--scribbles")
@@ -128,53 +87,29 @@ def cmd_train(args) -> int:
     image = load_image(img_path)
     scribbles = read_labels(scr_path)
     unlabelled = 0 if args.unlabelled is None else args.unlabelled
-    checkpoint = load_checkpoint(args.checkpoint) if args.checkpoint else None
-    class_values = None
-    defaults = {}
-    if checkpoint is not None:
-        meta = checkpoint.get("metadata", {})
-        class_values = meta.get("class_values")
-        defaults = {
-            "models": tuple(s["name"] for s in checkpoint["slots"]),
-            "preset": checkpoint["slots"][0]["preset"],
-            # fine-tuning keeps the rules the trio was trained with unless told otherwise
-            "shape_prior": checkpoint.get("config", {}).get("shape_prior"),
-        }
-    task = prepare_interactive(image.array, scribbles, unlabelled, class_values)
-    for w in task.warnings:
+    base = load_checkpoint(args.checkpoint) if args.checkpoint else None
+    workflow = Workflow(Task(unlabelled=unlabelled, spacing=image.spacing), base=base)
+    for w in workflow.set_inputs([(image.array, scribbles)]):
         print(f"warning: {w}", file=sys.stderr)
-    cfg = _config_from_args(args, defaults, task.class_values)
-    cfg.preview_every_seconds = None
-    trainer = TriNetTrainer(
-        task.images,
-        task.seeds,
-        task.num_classes,
-        cfg,
-        checkpoint=checkpoint,
-        metadata={
-            "class_values": list(task.class_values),
-            "unlabelled": unlabelled,
-            "kind": task.kind,
-        },
-    )
+    values = workflow.task.class_values
+    # fine-tuning keeps the base's slots, preset and shape prior unless told otherwise
+    cfg = _config_from_args(args, workflow.base_settings(), values)
+    workflow.build(cfg)
     print(
-        f"training {', '.join(cfg.models)} ({cfg.preset}) on {trainer.device} — "
-        f"{task.num_classes} classes {list(task.class_values)}",
+        f"training {', '.join(cfg.models)} ({cfg.preset}) on {workflow.device_for()} — "
+        f"{len(values)} classes {list(values)}",
         file=sys.stderr,
     )
-    final = drive(trainer)
-    out.mkdir(parents=True, exist_ok=True)
-    files = _write_prediction(out, task, final.prediction, image.spacing)
-    ckpt = save_checkpoint(trainer.state_dict(), out / "model.pt")
+    final = drive(workflow.train(), cfg)
+    files = write_segmentation(final.segmentation, out, image.spacing)
+    files.append(workflow.save(out / "model.pt"))
     print(f"{final.iteration} iterations in {final.elapsed:.1f} s")
-    for f in files:
-        print(f"wrote {f}")
-    print(f"wrote {ckpt}")
+    _report(files)
     return 0
 
 
 def _train_dataset(args) -> int:
-    from .training.dataset_protocol import run_acdc_protocol
+    from ..training.dataset_protocol import run_acdc_protocol
 
     if not args.data:
         raise CliError("--data DIR is required with --dataset (the ACDC volume folder)")
@@ -182,10 +117,9 @@ def _train_dataset(args) -> int:
     fold = args.fold.lower().removeprefix("fold")
     if not fold.isdigit() or not 1 <= int(fold) <= 5:
         raise CliError(f"--fold {args.fold!r} is not one of fold1..fold5")
-    from .training.dataset_protocol import ACDC_NUM_CLASSES
+    from ..training.dataset_protocol import ACDC_NUM_CLASSES
 
     cfg = _config_from_args(args, class_values=tuple(range(ACDC_NUM_CLASSES)))
-    cfg.preview_every_seconds = None
     unlabelled = 4 if args.unlabelled is None else args.unlabelled
     result = run_acdc_protocol(
         data,
@@ -194,58 +128,29 @@ def _train_dataset(args) -> int:
         Path(args.out),
         unlabelled=unlabelled,
         spacing=args.spacing,
-        drive=drive,
+        drive=lambda trainer, desc: drive(trainer.steps(), trainer.config, desc),
     )
     print(result.summary_text())
-    for f in result.files:
-        print(f"wrote {f}")
+    _report(result.files)
     return 0
 
 
 # ---------------------------------------------------------------- predict
 def cmd_predict(args) -> int:
-    from .checkpoints import load_checkpoint, models_from_checkpoint
-    from .data.normalization import normalize_image
-    from .data.readers import load_image
-    from .device import resolve_device
-    from .inference import combine_saved, predict_models
-    from .training.interactive import InteractiveTask
+    from ..data.readers import load_image
+    from ..workflow import Workflow, write_segmentation
 
-    state = load_checkpoint(path_or_error(args.checkpoint, "--checkpoint"))
+    workflow = Workflow.load(path_or_error(args.checkpoint, "--checkpoint"))
     image = load_image(path_or_error(args.image, "--image"))
-    device = resolve_device(args.device)
-    norm = normalize_image(image.array)
-    if norm.data.shape[1] != int(state["in_channels"]):
-        kinds = {1: "grayscale", 3: "RGB"}
-        raise CliError(
-            f"the checkpoint was trained on {kinds.get(state['in_channels'])} images but "
-            f"{args.image} is {kinds.get(norm.data.shape[1], norm.data.shape[1])}"
-        )
-    models = models_from_checkpoint(state, device)
-    meta = state.get("metadata", {})
-    values = tuple(meta.get("class_values") or range(int(state["num_classes"])))
-    task = InteractiveTask(
-        [norm.data],
-        [],
-        len(values),
-        values,
-        norm.kind,
-        norm.spatial_shape,
-        int(meta.get("unlabelled", 0)),
-    )
-    probs = predict_models(models, norm.data, device, float(state.get("working_scale", 1.0)))
-    pred = combine_saved(probs, state)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in _write_prediction(out, task, pred, image.spacing):
-        print(f"wrote {f}")
+    seg = workflow.predict(image.array, device=args.device, image_name=args.image)
+    _report(write_segmentation(seg, args.out, image.spacing))
     return 0
 
 
 # ---------------------------------------------------------------- eval
 def cmd_eval(args) -> int:
-    from .data.readers import load_image, read_labels
-    from .metrics import evaluate_segmentation, summarize_by_class, write_metrics_csv
+    from ..data.readers import load_image, read_labels
+    from ..metrics import evaluate_segmentation, summarize_by_class, write_metrics_csv
 
     if len(args.pred) != len(args.truth):
         raise CliError(
@@ -298,7 +203,7 @@ def _format_summary(summary) -> str:
 
 # ---------------------------------------------------------------- bench-models
 def cmd_bench_models(args) -> int:
-    from .benchmarking.model_efficiency import run_model_efficiency, to_markdown
+    from ..benchmarking.model_efficiency import run_model_efficiency, to_markdown
 
     kwargs = {}
     if args.runs is not None:
@@ -331,13 +236,13 @@ def cmd_demo(args) -> int:
 
 def cmd_gui(args) -> int:
     try:
-        from ._launcher import launch_gui
+        from .._napari.launcher import launch_gui
     except ImportError as e:
         raise CliError(
             f"the napari GUI is not installed ({e}); "
             "install it with: pip install 'napari-medseg[gui]'"
         ) from None
-    from ._launcher import GuiUnavailableError
+    from .._napari.launcher import GuiUnavailableError
 
     try:
         launch_gui(sample=None if args.sample == "none" else args.sample)
@@ -347,7 +252,7 @@ def cmd_gui(args) -> int:
 
 
 def cmd_list_models(args) -> int:
-    from .models import list_models, model_info
+    from ..models import list_models, model_info
 
     for name in list_models():
         info = model_info(name)

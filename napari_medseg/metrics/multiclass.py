@@ -36,12 +36,13 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import atomic_write
 
 __all__ = [
     "METRIC_NAMES",
@@ -268,17 +269,12 @@ def write_metrics_csv(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
         for k in r:
             if k not in columns:
                 columns.append(k)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.csv", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns, restval="")
             writer.writeheader()
             for r in rows:
                 writer.writerow(r)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return atomic_write(path, write, suffix=".csv")

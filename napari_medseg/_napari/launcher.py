@@ -46,8 +46,8 @@ def open_viewer(sample: str | None = "mri", show: bool = True):
     _check_display()
     import napari
 
-    from ._sample import mri_sample, rgb_sample
-    from ._widget import MedSegWidget
+    from .sample import mri_sample, rgb_sample
+    from .widget import MedSegWidget
 
     viewer = napari.Viewer(title="napari-medseg", show=show)
     if sample is not None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._layers import label_color_dict
+from .layers import label_color_dict
 
 
 def _layers(name: str) -> list[tuple[Any, dict, str]]:
-    from .sample_data import as_layer_data, load_sample
+    from ..sample_data import as_layer_data, load_sample
 
     sample = load_sample(name)
     k = int(sample["num_classes"])

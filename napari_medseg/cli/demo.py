@@ -46,43 +46,33 @@ def overlay_png(
 
 
 def run_demo(out: Path, seconds: float = 45.0, sample: str = "mri") -> dict:
-    from .checkpoints import save_checkpoint
-    from .commands import _write_prediction, drive
-    from .metrics import evaluate_segmentation
-    from .sample_data import load_mri_sample, load_rgb_sample
-    from .training import TrainConfig, TriNetTrainer, prepare_interactive
+    from ..metrics import evaluate_segmentation
+    from ..sample_data import load_mri_sample, load_rgb_sample
+    from ..training import TrainConfig
+    from ..workflow import Task, Workflow, write_segmentation
+    from .progress import drive
 
     data = load_mri_sample() if sample == "mri" else load_rgb_sample()
-    task = prepare_interactive(data["image"], data["scribbles"], unlabelled=0)
+    workflow = Workflow(Task(class_names=tuple(data.get("class_names", ()))))
     cfg = TrainConfig(seconds=seconds, preview_every_seconds=None)
-    trainer = TriNetTrainer(
-        task.images,
-        task.seeds,
-        task.num_classes,
-        cfg,
-        metadata={
-            "class_values": list(task.class_values),
-            "unlabelled": 0,
-            "class_names": list(data.get("class_names", [])),
-        },
-    )
+    workflow.prepare([(data["image"], data["scribbles"])], cfg)
     print(
         f"napari-medseg demo: training {', '.join(cfg.models)} ({cfg.preset}) on "
-        f"{trainer.device} for {seconds:.0f} s on the {sample.upper()} sample "
+        f"{workflow.device_for()} for {seconds:.0f} s on the {sample.upper()} sample "
         f"({data.get('description', '')})",
         file=sys.stderr,
     )
-    final = drive(trainer, "demo")
-    out.mkdir(parents=True, exist_ok=True)
-    files = _write_prediction(out, task, final.prediction)
-    files.append(save_checkpoint(trainer.state_dict(), out / "model.pt"))
-    ensemble = task.to_values(final.prediction.ensemble)
+    final = drive(workflow.train(), cfg, "demo")
+    files = write_segmentation(final.segmentation, out)
+    files.append(workflow.save(out / "model.pt"))
+    ensemble = final.segmentation.ensemble
     truth = data.get("truth")
     panels = [np.asarray(data["scribbles"]), ensemble] + ([truth] if truth is not None else [])
-    files.append(overlay_png(out / "overlay.png", data["image"], panels, task.kind))
+    files.append(overlay_png(out / "overlay.png", data["image"], panels, workflow.task.kind))
     result = {"iterations": final.iteration, "seconds": final.elapsed, "files": files}
     if truth is not None:
-        rows = evaluate_segmentation(ensemble, np.asarray(truth), class_values=task.class_values)
+        values = workflow.task.class_values
+        rows = evaluate_segmentation(ensemble, np.asarray(truth), class_values=values)
         names = list(data.get("class_names", []))
         for r in rows:
             v = r["class"]

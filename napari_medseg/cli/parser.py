@@ -1,21 +1,21 @@
-"""``napari-medseg`` command line: the same engine as the widget, for whole datasets and scripts.
+"""The command line's arguments: the parser, its value types, and errors about arguments.
 
 This interface is a public contract: options keep their names and meaning across releases.
-Every error ends the program with exit code 2 and one line saying what went wrong and what to do.
+Choices (presets, devices, models) come from the modules that define them.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_USAGE = 2
+from ..device import DEVICE_CHOICES
+from ..errors import MedsegError
+from ..presets import PRESETS
 
 
-class CliError(Exception):
-    """An error whose message is shown to the user as is."""
+class CliError(MedsegError):
+    """A problem with the command line's arguments; the message says what to fix."""
 
 
 def _models_arg(text: str) -> tuple[str, ...]:
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--preset",
-        choices=["lite", "paper"],
+        choices=list(PRESETS),
         default=None,
         help="network sizes (default: paper on CUDA, lite otherwise)",
     )
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--seconds", type=float, help="training time budget")
     budget.add_argument("--iterations", type=int, help="training iteration budget")
-    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    t.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
     t.add_argument("--checkpoint", help="start from a saved trio (fine-tuning)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--batch-size", type=int, default=None)
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", required=True)
     pr.add_argument("--image", required=True)
     pr.add_argument("--out", required=True)
-    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    pr.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
 
     ev = sub.add_parser("eval", help="score predictions against dense labels (CSV + summary)")
     ev.add_argument("--pred", required=True, nargs="+", help="prediction label file(s)")
@@ -124,9 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bm = sub.add_parser("bench-models", help="parameters, FLOPs, latency and memory per model")
     bm.add_argument("--models", type=_models_arg, default=None)
-    bm.add_argument("--presets", default="lite,paper")
+    bm.add_argument("--presets", default=",".join(PRESETS))
     bm.add_argument("--size", type=int, default=512)
-    bm.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    bm.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
     bm.add_argument("--runs", type=int, default=None)
     bm.add_argument("--warmup", type=int, default=None)
     bm.add_argument("--out", default=None, help="write the markdown table here")
@@ -143,33 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from .commands import run_command
-
-    try:
-        return run_command(args)
-    except KeyboardInterrupt:
-        print("napari-medseg: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # one line, no traceback: the message says what to do
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        known = _is_user_error(e)
-        print(f"napari-medseg: error: {msg}", file=sys.stderr)
-        if not known:
-            print("  (unexpected; rerun with MEDSEG_DEBUG=1 for a traceback)", file=sys.stderr)
-            import os
-
-            if os.environ.get("MEDSEG_DEBUG"):
-                raise
-        return EXIT_USAGE
-
-
-def _is_user_error(e: Exception) -> bool:
-    return isinstance(e, CliError | ValueError | FileNotFoundError | OSError | KeyError)
-
-
 def path_or_error(text: str | None, what: str) -> Path:
     if not text:
         raise CliError(f"{what} is required")
@@ -177,7 +150,3 @@ def path_or_error(text: str | None, what: str) -> Path:
     if not p.exists():
         raise CliError(f"{what} {p} does not exist — check the path")
     return p
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -3,8 +3,8 @@
 The polyp and salient-object literature (MSNet, M2SNet, PraNet ...) reports a fixed set of ten
 numbers computed on a *prediction map* in [0, 1] (a probability map or a binary mask) against a
 binary ground truth: MAE, max-F, adaptive-F, weighted F, S-measure, E-measure, Dice, IoU, BER and
-accuracy. They live here, apart from the multi-class metrics in ``metrics.py``, because several of
-them sweep thresholds over the *continuous* map and have their own conventions.
+accuracy. They live here, apart from the multi-class metrics in ``multiclass.py``, because several
+of them sweep thresholds over the *continuous* map and have their own conventions.
 
 Conventions (chosen to match the published reference code, deviations are noted):
 

@@ -2,9 +2,11 @@
 
 No Qt and no napari here, on purpose: everything in this module runs *off* the GUI thread
 (napari ``thread_worker``), and everything it hands back is plain numpy already in the
-layer's layout and label convention (uint8 values 1..K, see :mod:`napari_medseg._layers`),
-so the GUI thread only assigns ``layer.data``. Keeping it Qt-free also lets the tests and the
-benchmark drive it headless.
+layer's layout and label convention (uint8 values 1..K, see :mod:`.layers`), so the GUI thread
+only writes arrays into layers. Keeping it Qt-free also lets the tests and the benchmark drive
+it headless. The segmentation itself is :class:`napari_medseg.workflow.Workflow`'s, the same
+as the CLI's; this module adds what a GUI needs around it: a thread policy, a wait for the
+layers, scribbles handed over while training, messages once, out-of-memory advice.
 
 Three methods are meant for the GUI thread and only touch thread-safe state:
 :meth:`TrainingSession.submit_scribbles` (a copy of the scribble layer after the user drew),
@@ -23,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError, MedsegError
+
 #: How long a worker waits for the GUI to create its layers before training anyway (s).
 LAYERS_WAIT_S = 5.0
 
@@ -33,8 +37,8 @@ OOM_MESSAGE = (
 )
 
 
-class GuiError(ValueError):
-    """A problem the user can fix; the message says how."""
+class GuiError(MedsegError):
+    """A problem with what the widget was asked to do; the message says how to fix it."""
 
 
 @dataclass
@@ -67,7 +71,7 @@ class TrainRequest:
 
 def shape_prior_for(choice: str, class_names: Sequence[str]) -> dict | None:
     """The widget's prior choice for its named classes (a config dict), or GuiError why not."""
-    from .shape_prior import cardiac_prior_from_names
+    from ..shape_prior import cardiac_prior_from_names
 
     if choice in (None, "", "none"):
         return None
@@ -81,7 +85,7 @@ def shape_prior_for(choice: str, class_names: Sequence[str]) -> dict | None:
 
 @dataclass
 class LayerUpdate:
-    """One message from a worker to the GUI thread; arrays are ready for ``layer.data``."""
+    """One message from a worker to the GUI thread; arrays are ready for the layers."""
 
     iteration: int = 0
     run_step: int = 0  # steps done in this Train/Resume press
@@ -102,21 +106,29 @@ class LayerUpdate:
     device: str = ""
     preset: str = ""
 
+    def show(self, segmentation) -> LayerUpdate:
+        """Carries a :class:`~napari_medseg.workflow.Segmentation` (already in layer values)."""
+        self.labels = dict(segmentation.labels)
+        self.ensemble = segmentation.ensemble
+        self.disagreement = segmentation.disagreement
+        self.slice_index = segmentation.slice_index
+        self.warnings.extend(segmentation.warnings)
+        return self
+
 
 def warm_imports() -> None:
     """Imports what Train needs, so the first press does not wait for it.
 
     Run when the widget opens (:func:`start_warm_up`): importing the training stack takes
-    seconds (measured on 2 cores: torch ~2 s, MONAI ~2.5 s — the trainer's Dice loss imports
-    it — and ``torch._dynamo`` ~2 s, which torch imports when the first optimiser is built),
-    which would otherwise count against "Train → first prediction". What the first training
-    step needs comes first; metrics and checkpoints (Evaluate, Save/Load) last.
+    seconds (torch, MONAI for the Dice loss, ``torch._dynamo`` for the first optimiser; the
+    measured times are in docs/design.md "The widget and the GUI thread"), which would
+    otherwise count against "Train → first prediction". What the first training step needs
+    comes first; metrics and checkpoints (Evaluate, Save/Load) last.
     """
-    from .data import normalization  # noqa: F401
-    from .training import interactive, trainer  # noqa: F401
+    from ..data import normalization  # noqa: F401
+    from ..training import interactive, trainer  # noqa: F401
 
     # scipy.ndimage and skimage.morphology: the shape prior's rules on the first preview
-    # (~0.45 s of imports holding the GIL in the worker otherwise)
     for name in (
         "monai.losses",
         "torch._dynamo",
@@ -128,7 +140,7 @@ def warm_imports() -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a warm-up only: Train reports real problems
             pass
-    from . import checkpoints, inference, metrics  # noqa: F401
+    from .. import checkpoints, inference, metrics, workflow  # noqa: F401
 
 
 _warm_up_thread: threading.Thread | None = None
@@ -174,9 +186,8 @@ def default_threads(cores: int | None = None) -> int:
     """Torch CPU threads for the training worker, by core count.
 
     One core always stays free for the GUI thread (and, on a headless machine, the X server's
-    software rendering): 1 thread up to 2 cores, ``cores - 1`` above. On 2 cores a second
-    torch thread does not pay: the OpenMP workers wait for each other whenever the GUI thread
-    or another process takes a core, and a step got up to 10x slower (docs/design.md).
+    software rendering): 1 thread up to 2 cores, ``cores - 1`` above — a second torch thread
+    on 2 cores made steps much slower (docs/design.md "The widget and the GUI thread").
     """
     n = available_cores() if cores is None else int(cores)
     return 1 if n <= 2 else n - 1
@@ -191,10 +202,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def user_message(exc: BaseException) -> str:
     """The text of a notification for an exception raised in a worker."""
-    from .checkpoints import CheckpointError
-    from .training.interactive import InputError
-
-    if isinstance(exc, (GuiError, InputError, CheckpointError)):
+    if isinstance(exc, MedsegError):
         return str(exc)
     if is_out_of_memory(exc):
         return OOM_MESSAGE
@@ -212,7 +220,7 @@ def evaluate_labels(
     Predictions and truth both use values 1..K; returns rows ``{"model", "class", "name",
     "dice", "hd95"}``.
     """
-    from .metrics import evaluate_segmentation
+    from ..metrics import evaluate_segmentation
 
     truth = np.asarray(truth)
     values = list(range(2, len(class_names) + 1))
@@ -262,16 +270,24 @@ class _CpuThreads:
         return False
 
 
+def _free_accelerator_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - best effort only
+        pass
+
+
 class TrainingSession:
-    """Owns the trainer (or a loaded checkpoint) across Train, Resume, Predict and Save."""
+    """Owns the widget's :class:`~napari_medseg.workflow.Workflow` across Train, Resume,
+    Predict, Save and Load."""
 
     def __init__(self) -> None:
-        self.trainer = None
-        self.task = None
+        self.workflow = None  # napari_medseg.workflow.Workflow once trained or loaded
         self.request: TrainRequest | None = None
-        self.loaded_state: dict | None = None
         self.loaded_path: str | None = None
-        self._loaded_models: dict | None = None
         self._pending: np.ndarray | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -290,88 +306,84 @@ class TrainingSession:
 
     def request_stop(self) -> None:
         self._stop.set()
-        trainer = self.trainer
-        if trainer is not None:
-            trainer.request_stop()
+        if self.workflow is not None:
+            self.workflow.request_stop()
 
     @property
     def has_model(self) -> bool:
-        return self.trainer is not None or self.loaded_state is not None
+        return self.workflow is not None and self.workflow.has_model
+
+    @property
+    def trainer(self):
+        """The trainer being (or last) trained; None after Load or before Train."""
+        return self.workflow.trainer if self.workflow is not None else None
+
+    @property
+    def base(self):
+        """The loaded checkpoint that Train fine-tunes and Predict uses without a trainer."""
+        return self.workflow.base if self.workflow is not None else None
 
     def class_names(self) -> list[str] | None:
-        if self.trainer is not None:
-            return list(self.trainer.metadata.get("class_names", []))
-        if self.loaded_state is not None:
-            return list(self.loaded_state.get("metadata", {}).get("class_names", []))
-        return None
+        if self.workflow is None or not self.workflow.has_model:
+            return None
+        return list(self.workflow.task.class_names)
+
+    def slot_models(self) -> tuple[tuple[str, ...], list[str]]:
+        """(architectures, slot keys) of the model Predict would use."""
+        wf = self.workflow
+        return (wf.models, wf.keys) if wf is not None else ((), [])
 
     def resume_problem(self, request: TrainRequest) -> str | None:
         """Why Resume cannot continue the current trainer with this request (None: it can)."""
-        if self.trainer is None or self.task is None:
-            return (
-                None
-                if self.loaded_state is not None
-                else ("nothing to resume yet — press Train first")
-            )
-        if tuple(self.trainer.config.models) != tuple(request.models):
+        wf = self.workflow
+        if self.trainer is None:
+            return None if self.base is not None else "nothing to resume yet — press Train first"
+        if tuple(wf.models) != tuple(request.models):
             return "the model slots changed since the last training — press Train to start over"
-        if self.trainer.num_classes != len(request.class_names):
+        if wf.num_classes != len(request.class_names):
             return "the number of classes changed since the last training — press Train"
-        if tuple(self.task.spatial_shape) != tuple(request.scribbles.shape):
+        if tuple(wf.inputs[0].spatial_shape) != tuple(request.scribbles.shape):
             return "the image changed since the last training — press Train to start on it"
         return None
 
     # ------------------------------------------------------------------ worker side
     def train(self, request: TrainRequest, resume: bool = False) -> Iterator[LayerUpdate]:
-        """Generator run by the widget's worker: builds (or continues) the trainer and yields
-        a :class:`LayerUpdate` after every step, with predictions every few seconds."""
+        """Generator run by the widget's worker: builds (or continues) the workflow's trainer
+        and yields a :class:`LayerUpdate` after every step, with predictions every few
+        seconds."""
         self._stop.clear()
         self._layers_ready.clear()
         self._last_warning = ""
         with self._lock:
             self._pending = None
         yield LayerUpdate(stage="preparing", run_total=request.iterations)
-        from .device import resolve_device
+        from ..device import resolve_device
 
-        try:
-            device = resolve_device(request.device)
-        except ValueError:
-            raise GuiError(
-                f"device {request.device!r} is not available on this computer — choose 'auto' "
-                "or 'cpu'"
-            ) from None
+        device = resolve_device(request.device)
         with _CpuThreads(request.threads, device.type):
             try:
                 yield from self._train(request, resume, device)
             except RuntimeError as e:
                 if is_out_of_memory(e):
-                    self._free_accelerator()
+                    self._discard_trainer()
                     raise GuiError(OOM_MESSAGE) from None
                 raise
 
     def _train(self, request: TrainRequest, resume: bool, device) -> Iterator[LayerUpdate]:
-        from .training import TrainConfig, TriNetTrainer, prepare_interactive
+        from ..training import TrainConfig
+        from ..workflow import Task, Workflow
 
-        class_values = tuple(range(1, len(request.class_names) + 1))
         warnings: list[str] = []
         if resume and self.trainer is not None:
             problem = self.resume_problem(request)
             if problem:
                 raise GuiError(problem)
-            trainer, task = self.trainer, self.task
-            seeds = self._checked_seeds(request.scribbles, warnings)
-            if seeds is None:
-                raise GuiError(warnings.pop())
-            trainer.update_scribbles([seeds])
-            trainer.config.iterations = int(request.iterations)
-            trainer.config.lr = float(request.lr)
+            wf = self.workflow
+            warnings.extend(wf.update_scribbles(request.scribbles))
+            wf.configure(iterations=int(request.iterations), lr=float(request.lr))
         else:
-            if len(class_values) < 2:
-                raise GuiError("give at least two class names (background and one structure)")
-            task = prepare_interactive(
-                request.image, request.scribbles, unlabelled=0, class_values=class_values
-            )
-            warnings.extend(task.warnings)
+            wf = Workflow(Task.named(request.class_names, request.spacing), base=self.base)
+            warnings.extend(wf.set_inputs([(request.image, request.scribbles)]))
             cfg = TrainConfig(
                 models=tuple(request.models),
                 preset=request.preset,
@@ -390,26 +402,13 @@ class TrainingSession:
             if self._stop.is_set():
                 yield LayerUpdate(stage="done", done=True, stopped=True)
                 return
-            metadata = {
-                "class_names": list(request.class_names),
-                "class_values": list(class_values),
-                "unlabelled": 0,
-                "kind": task.kind,
-            }
-            self.trainer = None  # a half-built trainer must never be resumed
-            trainer = TriNetTrainer(
-                task.images,
-                task.seeds,
-                task.num_classes,
-                cfg,
-                checkpoint=self.loaded_state,
-                metadata=metadata,
-            )
-            trainer.metadata["class_names"] = list(request.class_names)
-            self.trainer, self.task = trainer, task
+            # the old trainer is gone from here on, even if building the new one fails
+            self.workflow = wf
+            wf.build(cfg)
         self.request = request
         if self._stop.is_set():
-            trainer.request_stop()
+            wf.request_stop()
+        trainer = wf.trainer
         # inputs are valid and the networks exist: the GUI can set up its layers
         yield LayerUpdate(
             stage="ready",
@@ -419,42 +418,31 @@ class TrainingSession:
         )
         if request.wait_for_layers:
             self._wait_for_layers()
-        start_iteration = trainer.iteration
         first = True
-        preview_slice = (
-            int(request.preview_slice)
-            if task.kind == "stack" and request.preview_slice is not None
-            else 0  # a 2-D image is one slice: the first preview still comes quicker
-        )
-        for upd in trainer.steps(first_preview_slices=(preview_slice,)):
+        for progress in wf.train(preview_slice=request.preview_slice):
             if self._stop.is_set():
-                trainer.request_stop()
-            seeds = self._take_pending(warnings)
-            if seeds is not None:
-                trainer.update_scribbles([seeds])
+                wf.request_stop()
+            self._take_pending(warnings)
             out = LayerUpdate(
-                iteration=upd.iteration,
-                run_step=upd.iteration - start_iteration,
+                iteration=progress.iteration,
+                run_step=progress.run_step,
                 run_total=int(request.iterations),
-                elapsed=upd.elapsed,
-                losses=dict(upd.losses),
-                iterations_per_second=upd.iterations_per_second,
-                stage="done" if upd.done else "training",
-                done=upd.done,
-                stopped=upd.stopped,
+                elapsed=progress.elapsed,
+                losses=dict(progress.losses),
+                iterations_per_second=progress.iterations_per_second,
+                stage="done" if progress.done else "training",
+                done=progress.done,
+                stopped=progress.stopped,
                 device=str(trainer.device),
                 preset=str(trainer.config.preset),
             )
-            if first:
+            if first or warnings:
                 out.warnings.extend(warnings)
                 warnings.clear()
                 first = False
-            elif warnings:
-                out.warnings.extend(warnings)
-                warnings.clear()
-            if upd.prediction is not None:
-                self._fill_prediction(out, upd.prediction, task, upd.prediction_slices)
-            if upd.done and request.truth is not None and out.labels is not None:
+            if progress.segmentation is not None:
+                out.show(progress.segmentation)
+            if progress.done and request.truth is not None and out.labels is not None:
                 out.metrics = self._metrics(out, request)
             yield out
 
@@ -470,72 +458,28 @@ class TrainingSession:
             if self._stop.is_set() or time.perf_counter() > deadline:
                 return
 
-    def _free_accelerator(self) -> None:
-        self.trainer = None
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # noqa: BLE001 - best effort only
-            pass
+    def _discard_trainer(self) -> None:
+        if self.workflow is not None:
+            self.workflow.discard_trainer()
+        _free_accelerator_memory()
 
     def _warn_once(self, message: str, warnings: list[str]) -> None:
         if message != self._last_warning:
             warnings.append(message)
             self._last_warning = message
 
-    def _checked_seeds(self, scribbles: np.ndarray, warnings: list[str]) -> np.ndarray | None:
-        """Seeds for new scribbles, or None (with a warning) when they cannot be used."""
-        task = self.task
-        if tuple(scribbles.shape) != tuple(task.spatial_shape):
-            self._warn_once(
-                f"the scribble layer now has shape {scribbles.shape}, not "
-                f"{tuple(task.spatial_shape)}; training keeps the previous scribbles",
-                warnings,
-            )
-            return None
-        present = np.unique(scribbles)
-        unknown = [int(v) for v in present if v != 0 and int(v) not in task.class_values]
-        if unknown:
-            self._warn_once(
-                f"label value(s) {unknown} are not classes (1..{len(task.class_values)}); those "
-                "strokes are ignored — pick a label from the class list",
-                warnings,
-            )
-        seeds = task.seeds_from(scribbles)[0]
-        classes = [int(v) for v in present if int(v) in task.class_values]
-        if len(classes) < 2:
-            self._warn_once(
-                "the scribbles now hold fewer than two classes; training keeps the previous "
-                "scribbles — draw background and at least one structure",
-                warnings,
-            )
-            return None
-        return seeds
-
-    def _take_pending(self, warnings: list[str]) -> np.ndarray | None:
+    def _take_pending(self, warnings: list[str]) -> None:
+        """Hands the scribbles drawn since the last step to the workflow (warnings once)."""
         with self._lock:
             raw, self._pending = self._pending, None
         if raw is None:
-            return None
-        return self._checked_seeds(raw, warnings)
-
-    def _fill_prediction(
-        self, out: LayerUpdate, prediction, task, slices: Sequence[int] | None = None
-    ) -> None:
-        from .data.normalization import restore_layout
-
-        out.labels = {k: task.to_values(v) for k, v in prediction.per_model.items()}
-        out.ensemble = task.to_values(prediction.ensemble)
-        out.disagreement = restore_layout(prediction.disagreement, task.kind)
-        if slices is not None and task.kind == "stack":
-            if len(slices) != 1:
-                raise ValueError("a live preview of several single slices is not supported")
-            out.slice_index = int(slices[0])
-            out.labels = {k: v[0] for k, v in out.labels.items()}
-            out.ensemble = out.ensemble[0]
-            out.disagreement = out.disagreement[0]
+            return
+        try:
+            found = self.workflow.update_scribbles(raw)
+        except InputError as e:  # training keeps the previous scribbles
+            found = [str(e)]
+        for message in found:
+            self._warn_once(message, warnings)
 
     def _metrics(self, out: LayerUpdate, request: TrainRequest) -> list[dict]:
         labels = dict(out.labels)
@@ -559,113 +503,46 @@ class TrainingSession:
         Returns the per-model and ensemble values (1..K) in the layout of what was predicted:
         the image, or the one slice (H, W) when ``slice_index`` is given.
         """
-        from .data.normalization import normalize_image, restore_layout
-        from .inference import combine_saved, predict_models
-
         if not self.has_model:
             raise GuiError("no model yet — press Train (or Load model) before predicting")
-        norm = normalize_image(image, kind)
-        data = norm.data
-        # the shape prior's stroke rules apply when this is the image being trained on
-        seeds = self.trainer.scribbles_of(data) if self.trainer is not None else None
-        if slice_index is not None and norm.kind == "stack":
-            data = data[slice_index : slice_index + 1]
-            seeds = seeds[slice_index : slice_index + 1] if seeds is not None else None
-        state_channels = (
-            self.trainer.in_channels
-            if self.trainer is not None
-            else int(self.loaded_state["in_channels"])
-        )
-        if data.shape[1] != state_channels:
-            kinds = {1: "grayscale", 3: "RGB"}
-            raise GuiError(
-                f"the model was trained on {kinds.get(state_channels, state_channels)} images but "
-                f"this image is {kinds.get(data.shape[1], data.shape[1])} — choose a matching "
-                "image layer"
-            )
-        if self.trainer is not None:
-            dev = self.trainer.device
-        else:
-            from .device import resolve_device
-
-            try:
-                dev = resolve_device(device)
-            except ValueError:
-                raise GuiError(
-                    f"device {device!r} is not available on this computer — choose 'auto' or 'cpu'"
-                ) from None
+        wf = self.workflow
         try:
-            with _CpuThreads(threads, dev.type):
-                if self.trainer is not None:
-                    pred = self.trainer.predict(data, seeds=seeds)
-                    values = tuple(
-                        self.trainer.metadata.get("class_values")
-                        or range(1, self.trainer.num_classes + 1)
-                    )
-                else:
-                    models = self._models_from_loaded(dev)
-                    scale = float(self.loaded_state.get("working_scale", 1.0))
-                    probs = predict_models(models, data, dev, scale)
-                    pred = combine_saved(probs, self.loaded_state)
-                    meta = self.loaded_state.get("metadata", {})
-                    values = tuple(
-                        meta.get("class_values")
-                        or range(1, int(self.loaded_state["num_classes"]) + 1)
-                    )
+            with _CpuThreads(threads, wf.device_for(device).type):
+                seg = wf.predict(
+                    image,
+                    kind=kind,
+                    slice_index=slice_index,
+                    device=device,
+                    image_name="this image layer",
+                )
         except RuntimeError as e:
             if is_out_of_memory(e):
-                self._free_accelerator()
+                self._discard_trainer()
                 raise GuiError(OOM_MESSAGE) from None
             raise
-        lut = np.asarray(values, dtype=np.uint8 if max(values) < 256 else np.uint16)
-        layout = "gray" if slice_index is not None else norm.kind
-        out = LayerUpdate(stage="done", done=True)
-        out.labels = {k: restore_layout(lut[v], layout) for k, v in pred.per_model.items()}
-        out.ensemble = restore_layout(lut[pred.ensemble], layout)
-        out.disagreement = restore_layout(pred.disagreement, layout)
-        out.warnings = list(norm.warnings)
-        if truth is not None and class_names is not None and slice_index is None:
+        out = LayerUpdate(stage="done", done=True).show(seg)
+        if truth is not None and class_names is not None and seg.slice_index is None:
             labels = dict(out.labels)
             labels["ensemble"] = out.ensemble
             out.metrics = evaluate_labels(labels, truth, class_names, spacing)
         return out
 
-    def _models_from_loaded(self, device) -> dict:
-        if self._loaded_models is None or self._loaded_models[0] != str(device):
-            from .checkpoints import models_from_checkpoint
-
-            self._loaded_models = (str(device), models_from_checkpoint(self.loaded_state, device))
-        return self._loaded_models[1]
-
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | os.PathLike, class_names: Sequence[str] | None = None) -> Path:
-        from .checkpoints import save_checkpoint
-
-        if self.trainer is not None:
-            state = self.trainer.state_dict()
-        elif self.loaded_state is not None:
-            state = self.loaded_state
-        else:
+        if not self.has_model:
             raise GuiError("there is no model to save yet — press Train first")
-        if class_names is not None and not state.get("metadata", {}).get("class_names"):
-            state.setdefault("metadata", {})["class_names"] = list(class_names)
-        return save_checkpoint(state, path)
+        return self.workflow.save(path, class_names)
 
     @staticmethod
-    def read_checkpoint(path: str | os.PathLike) -> dict:
-        from .checkpoints import load_checkpoint
+    def read_checkpoint(path: str | os.PathLike):
+        """Reads a checkpoint (in a worker); the GUI thread then checks and adopts it."""
+        from ..checkpoints import load_checkpoint
 
-        t0 = time.perf_counter()
-        state = load_checkpoint(path)
-        state.setdefault("metadata", {})
-        state["_load_seconds"] = time.perf_counter() - t0
-        return state
+        return load_checkpoint(path)
 
-    def adopt(self, state: dict, path: str | None = None) -> None:
+    def adopt(self, checkpoint, path: str | None = None) -> None:
         """Makes a loaded checkpoint the model: Predict uses it, Train fine-tunes it."""
-        state.pop("_load_seconds", None)
-        self.loaded_state = state
+        from ..workflow import Workflow
+
+        self.workflow = Workflow(base=checkpoint)
         self.loaded_path = path
-        self._loaded_models = None
-        self.trainer = None
-        self.task = None

@@ -13,7 +13,7 @@ import numpy as np
 
 
 def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
-    from .data.readers import write_labels
+    from ..data.readers import write_labels
 
     arr = np.asarray(data)
     scale = meta.get("scale")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._layers import label_color_dict
+from .layers import label_color_dict
 
 LayerData = tuple[Any, dict, str]
 
@@ -44,7 +44,7 @@ def _readable(path: str) -> bool:
     if _suffix(path) in _SUFFIXES:
         return True
     # npe2 offers us every folder (accepts_directories): take only those holding DICOM slices
-    from .data.readers import is_dicom_path
+    from ..data.readers import is_dicom_path
 
     return Path(path).is_dir() and is_dicom_path(path)
 
@@ -64,7 +64,8 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
 def _read_h5(path: str) -> list[LayerData]:
     import h5py
 
-    from .data.readers import ACDC_CLASS_NAMES, ACDC_UNLABELLED, read_acdc_volume
+    from ..data.classes import ClassMap
+    from ..data.readers import ACDC_CLASS_NAMES, ACDC_UNLABELLED, read_acdc_volume
 
     with h5py.File(path, "r") as f:
         if "image" not in f:
@@ -79,9 +80,7 @@ def _read_h5(path: str) -> list[LayerData]:
     layers: list[LayerData] = [(vol.image, {"name": name, "metadata": meta}, "image")]
     if vol.scribble is not None:
         # ACDC: 0..3 classes and 4 unlabelled  →  plugin: 0 unlabelled, 1..4 classes
-        scr = vol.scribble.astype(np.int32)
-        values = np.where(scr == ACDC_UNLABELLED, 0, scr + 1)
-        values[(scr > ACDC_UNLABELLED) | (scr < 0)] = 0
+        values = ClassMap(tuple(range(k)), ACDC_UNLABELLED).to_indices(vol.scribble) + 1
         layers.append(
             (
                 values.astype(np.uint8),
@@ -106,7 +105,7 @@ def _read_h5(path: str) -> list[LayerData]:
 
 
 def _read_volume(path: str) -> list[LayerData]:
-    from .data.readers import load_image
+    from ..data.readers import load_image
 
     img = load_image(path)
     arr = np.asarray(img.array)

@@ -1,0 +1,40 @@
+"""Every tooltip of the dock widget, in one place (so the wording stays consistent)."""
+
+from __future__ import annotations
+
+TOOLTIPS: dict[str, str] = {
+    "new_scribbles": "Adds an empty Labels layer matching the image",
+    "classes": (
+        "Class names separated by commas. Label 1 in the scribble layer is the first class "
+        "(background), label 2 the second, …; label 0 means 'not scribbled'."
+    ),
+    "truth": "Optional ground truth (values 1..K) for Dice and HD95",
+    "shape_prior": (
+        "Anatomical rules applied to every prediction and to the networks' target. "
+        "Cardiac: the class named LV is a convex cavity (papillary muscles included), the "
+        "class named Myo is no thicker than twice its strokes' distance from the cavity "
+        "(draw its strokes along the middle of the wall), and a class without strokes on a "
+        "scribbled slice is absent there (scribble every structure a slice shows)"
+    ),
+    "preset": (
+        "lite: small networks that train interactively on a CPU; "
+        "paper: the published sizes (use a GPU)"
+    ),
+    "patch": "crop size in px at the working resolution; 0 = whole slices",
+    "refresh": "How often the prediction layers refresh while training",
+    "max_side": (
+        "Train and predict at a reduced size (longest side in pixels) — much faster on a "
+        "CPU for large photographs; predictions are brought back to the full size"
+    ),
+    "train": "Start training (fine-tunes a loaded model, if any)",
+    "resume": "Continue the last training with the current scribbles",
+    "evaluate": "Dice / HD95 of the prediction layers against the ground truth",
+}
+
+
+def metric_tooltip(row: dict) -> str:
+    """The tooltip of one cell of the metrics table."""
+    return (
+        f"{row['name']}: Dice {row['dice']:.4f}, HD95 {row['hd95']:.2f} "
+        "(in the image's scale units; background not scored)"
+    )

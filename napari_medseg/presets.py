@@ -1,0 +1,69 @@
+"""Presets: the names, each one's training recipe, and which one a device gets by default.
+
+A preset names a pair: the network sizes (each architecture file maps the name to its widths)
+and the training recipe below. ``paper`` is the published configuration for a GPU and many
+iterations; ``lite`` is sized and tuned for a CPU minute on the image being annotated — how
+each of its values was chosen is in docs/design.md ("The lite recipe").
+
+Free of torch on purpose: the widget lists the presets while the training stack may still be
+importing in the warm-up thread.
+"""
+
+from __future__ import annotations
+
+from .errors import choices_error
+
+#: Every preset, in the order the widget and the CLI offer them.
+PRESETS: tuple[str, ...] = ("lite", "paper")
+
+#: The training recipe of each preset: the :class:`~napari_medseg.training.TrainConfig` fields
+#: a preset fills when the user leaves them unset.
+RECIPES: dict[str, dict] = {
+    "lite": dict(
+        batch_size=4,
+        patch_size=0,  # whole slices: training sees exactly what prediction sees
+        max_side=128,
+        optimizer="adamw",
+        lr=3e-3,
+        augment=False,  # the networks predict the very image they learn from
+        rw_weight=1.0,
+        rw_dice_weight=1.0,
+        rw_confidence=0.9,  # the walker's uncertain pixels are left to the networks
+        rw_balance_power=0.5,
+        pseudo_rampup=0.3,
+    ),
+    "paper": dict(
+        batch_size=8,
+        patch_size=256,
+        max_side=0,
+        optimizer="sgd",
+        lr=0.01,
+        augment=True,
+        rw_weight=0.5,
+        rw_dice_weight=0.0,
+        rw_confidence=0.0,
+        rw_balance_power=1.0,
+        pseudo_rampup=0.1,
+    ),
+}
+
+
+def check_preset(name: str) -> str:
+    """``name`` if it is a preset; a :class:`~napari_medseg.errors.ConfigError` listing them."""
+    if name not in PRESETS:
+        raise choices_error("preset", name, PRESETS)
+    return name
+
+
+def recipe(name: str) -> dict:
+    """The training recipe of a preset (a copy); an unknown name is an error, never a fallback."""
+    return dict(RECIPES[check_preset(name)])
+
+
+def default_preset(device) -> str:
+    """``paper`` networks are affordable on a CUDA GPU; elsewhere only ``lite`` is interactive.
+
+    ``device``: a ``torch.device`` or its name (``"cuda:0"``, ``"cpu"``...).
+    """
+    kind = getattr(device, "type", str(device).split(":")[0])
+    return "paper" if kind == "cuda" else "lite"

@@ -1,0 +1,422 @@
+"""One workflow for every surface: validate → prepare → train → predict → user values → save.
+
+The napari session, every CLI command and the demo drive a trio only through
+:class:`Workflow`. It holds the user's :class:`Task` (class values and names, the unlabelled
+value, the image kind and spacing) and the trio — a trainer being trained, or a saved
+:class:`~napari_medseg.checkpoints.Checkpoint` (the *base*: predicted with as it is, or
+fine-tuned by the next training). It speaks the user's language both ways: images and
+scribble maps in, label maps in the user's values and the image's layout out
+(:class:`Segmentation`), so no surface converts class indices or layouts itself.
+
+Training takes a list of (image, scribbles) pairs — one today for every surface — so that
+training across images, base models and batch prediction extend this class rather than each
+surface. Predicting an arbitrary image (not the one trained on) is a first-class call.
+
+Qt-free and thread-agnostic: a GUI runs these methods in a worker; only
+:meth:`Workflow.request_stop` and :meth:`Workflow.update_scribbles` are meant to be called
+while :meth:`Workflow.train`'s iterator runs elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoints import Checkpoint, channels_error, load_checkpoint, save_checkpoint
+from .data.classes import ClassMap
+from .data.normalization import normalize_image, restore_layout
+from .data.validation import validate_inputs, validate_scribble_update
+from .errors import InputError, MedsegError
+from .training import InteractiveTask, TrainConfig, TrainerUpdate, TriNetTrainer
+from .training.interactive import prepare_interactive
+
+#: An image and its scribble map, as the user has them (any supported layout and values).
+Pair = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class Task:
+    """What the user segments, in their terms.
+
+    ``class_values``: the label value of each class, in class order; ``None`` until known (the
+    values the scribbles use become the classes). ``class_names[i]`` names class ``i``.
+    ``kind`` and ``in_channels`` describe the images trained on (``"auto"``/``None`` until
+    the first training). ``spacing``: pixel spacing in the images' axis order, for distances
+    and for the label files written.
+    """
+
+    class_values: tuple[int, ...] | None = None
+    class_names: tuple[str, ...] = ()
+    unlabelled: int = 0
+    kind: str = "auto"
+    in_channels: int | None = None
+    spacing: tuple[float, ...] | None = None
+
+    @classmethod
+    def named(cls, class_names: Sequence[str], spacing=None) -> Task:
+        """The napari convention: class ``i`` is label value ``i + 1``, 0 is unlabelled."""
+        names = tuple(class_names)
+        if len(names) < 2:
+            raise InputError("give at least two class names (background and one structure)")
+        values = ClassMap.numbered(len(names)).values
+        return cls(values, names, 0, spacing=None if spacing is None else tuple(spacing))
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint) -> Task:
+        meta = checkpoint.metadata
+        classes = checkpoint.classes
+        return cls(
+            classes.values,
+            tuple(checkpoint.class_names),
+            classes.unlabelled,
+            kind=str(meta.get("kind", "auto")),
+            in_channels=checkpoint.in_channels,
+        )
+
+    @property
+    def classes(self) -> ClassMap:
+        if self.class_values is None:
+            raise MedsegError("the classes are not known yet — train on scribbles first")
+        return ClassMap(self.class_values, self.unlabelled)
+
+    def metadata(self) -> dict:
+        """What a checkpoint keeps of the task (class names only when there are some)."""
+        meta = {
+            "class_values": list(self.classes.values),
+            "unlabelled": self.unlabelled,
+            "kind": self.kind,
+        }
+        if self.class_names:
+            meta["class_names"] = list(self.class_names)
+        return meta
+
+
+@dataclass
+class Segmentation:
+    """Label maps in the user's values and the predicted image's layout.
+
+    ``labels``: one map per network (slot key → (H, W) or (Z, H, W)); ``ensemble`` the
+    trio's answer; ``disagreement`` the share of networks that differ from it (float32 in
+    [0, 1]). With ``slice_index`` set the arrays are that one slice (H, W) of a stack.
+    """
+
+    labels: dict[str, np.ndarray]
+    ensemble: np.ndarray
+    disagreement: np.ndarray
+    slice_index: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def with_ensemble(self) -> dict[str, np.ndarray]:
+        """Every label map, the ensemble last under the key ``"ensemble"``."""
+        return {**self.labels, "ensemble": self.ensemble}
+
+
+@dataclass
+class Progress(TrainerUpdate):
+    """A trainer update plus what the user sees of it.
+
+    ``run_step``: steps done by this :meth:`Workflow.train` call (a resumed trainer's
+    ``iteration`` counts from its start); ``segmentation``: the update's prediction in the
+    user's values and layout, when it carries one.
+    """
+
+    run_step: int = 0
+    segmentation: Segmentation | None = None
+
+
+def write_segmentation(
+    segmentation: Segmentation, folder: str | os.PathLike, spacing=None
+) -> list[Path]:
+    """``ensemble.tif`` and one ``<slot key>.tif`` per network in ``folder``; their paths."""
+    from .data.readers import write_labels
+
+    folder = Path(folder)
+    return [
+        Path(write_labels(folder / f"{name}.tif", labels, spacing=spacing))
+        for name, labels in {"ensemble": segmentation.ensemble, **segmentation.labels}.items()
+    ]
+
+
+class Workflow:
+    """A task and its trio: train on (image, scribbles) pairs, predict any image, save, load."""
+
+    def __init__(self, task: Task | None = None, base: Checkpoint | None = None):
+        if task is None:
+            task = Task.from_checkpoint(base) if base is not None else Task()
+        elif task.class_values is None and base is not None:
+            # fine-tuning keeps the classes the trio was trained for
+            task = replace(task, class_values=base.classes.values)
+        self.task = task
+        self.base = base
+        self.trainer: TriNetTrainer | None = None
+        self.inputs: list[InteractiveTask] = []
+        self._base_models: tuple[str, dict] | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Workflow:
+        """A workflow around a saved trio: it predicts as saved, and training fine-tunes it."""
+        return cls(base=load_checkpoint(path))
+
+    # ------------------------------------------------------------------ what it holds
+    @property
+    def has_model(self) -> bool:
+        return self.trainer is not None or self.base is not None
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Architecture of each slot (the trainer's, else the base's)."""
+        if self.trainer is not None:
+            return tuple(self.trainer.config.models)
+        return self.base.models if self.base is not None else ()
+
+    @property
+    def keys(self) -> list[str]:
+        """Slot keys, as in :attr:`Segmentation.labels`."""
+        if self.trainer is not None:
+            return list(self.trainer.keys)
+        return self.base.keys if self.base is not None else []
+
+    @property
+    def num_classes(self) -> int | None:
+        if self.trainer is not None:
+            return self.trainer.num_classes
+        return self.base.num_classes if self.base is not None else None
+
+    def base_settings(self) -> dict:
+        """The :class:`TrainConfig` fields a fine-tuning keeps from the base unless told."""
+        if self.base is None:
+            return {}
+        return {
+            "models": self.base.models,
+            "preset": self.base.preset,
+            "shape_prior": self.base.shape_prior,
+        }
+
+    # ------------------------------------------------------------------ training
+    def set_inputs(self, pairs: Sequence[Pair]) -> list[str]:
+        """Validates and normalises the images and scribbles to train on; returns warnings.
+
+        Fixes the task's classes (declared, the base's, or the scribbled values of all pairs)
+        and kind. Raises :class:`~napari_medseg.errors.InputError` saying what to fix; the
+        workflow is unchanged then.
+        """
+        pairs = list(pairs)
+        if not pairs:
+            raise InputError("no image to train on — give an image and its scribbles")
+        task = self.task
+        values = task.class_values
+        if values is None and len(pairs) > 1:  # every image's strokes count
+            found = {
+                v for im, sc in pairs for v in validate_inputs(im, sc, task.unlabelled).class_values
+            }
+            values = tuple(sorted(found))
+        inputs = [
+            prepare_interactive(image, scribbles, task.unlabelled, values)
+            for image, scribbles in pairs
+        ]
+        first = inputs[0]
+        if any(t.images[0].shape[1] != first.images[0].shape[1] for t in inputs):
+            raise InputError("all images must be grayscale, or all RGB — not a mix")
+        self.inputs = inputs
+        self.task = replace(
+            task,
+            class_values=first.class_values,
+            kind=first.kind,
+            in_channels=int(first.images[0].shape[1]),
+        )
+        return [w for t in inputs for w in t.warnings]
+
+    def build(self, config: TrainConfig) -> None:
+        """Builds the networks for the inputs (fine-tuning the base, when there is one)."""
+        if not self.inputs:
+            raise MedsegError("no images to train on yet — call set_inputs() first")
+        self.trainer = None  # a half-built trainer must never be continued
+        self.trainer = TriNetTrainer(
+            [t.images[0] for t in self.inputs],
+            [t.seeds[0] for t in self.inputs],
+            len(self.task.classes.values),
+            config,
+            checkpoint=self.base,
+            metadata=self.task.metadata(),
+        )
+
+    def prepare(self, pairs: Sequence[Pair], config: TrainConfig) -> list[str]:
+        """:meth:`set_inputs` then :meth:`build`; returns the inputs' warnings."""
+        warnings = self.set_inputs(pairs)
+        self.build(config)
+        return warnings
+
+    def train(
+        self,
+        pairs: Sequence[Pair] | None = None,
+        config: TrainConfig | None = None,
+        *,
+        preview_slice: int | None = None,
+    ) -> Iterator[Progress]:
+        """Trains and yields a :class:`Progress` after every step, the final one last.
+
+        With ``pairs`` the trio is prepared first (errors are raised here, before the
+        iterator); without, the prepared (or last) trainer continues — a Resume.
+        ``preview_slice``: the slice of a stack the user looks at: the first live preview
+        predicts only it, later ones the whole stack.
+        """
+        if pairs is not None:
+            self.prepare(pairs, config or TrainConfig())
+        elif self.trainer is None:
+            raise MedsegError("nothing to train yet — give an image and its scribbles")
+        return self._steps(preview_slice)
+
+    def _steps(self, preview_slice: int | None) -> Iterator[Progress]:
+        trainer = self.trainer
+        kind = self.inputs[trainer.preview or 0].kind
+        # a 2-D image is one slice: its first preview is the whole image
+        first = (int(preview_slice),) if kind == "stack" and preview_slice is not None else (0,)
+        start = trainer.iteration
+        for upd in trainer.steps(first_preview_slices=first):
+            seg = None
+            if upd.prediction is not None:
+                slices = upd.prediction_slices if kind == "stack" else None
+                if slices is not None and len(slices) != 1:
+                    raise ValueError("a live preview of several single slices is not supported")
+                seg = self._segmentation(upd.prediction, kind, slices[0] if slices else None)
+            fields_ = {f.name: getattr(upd, f.name) for f in fields(TrainerUpdate)}
+            yield Progress(**fields_, run_step=upd.iteration - start, segmentation=seg)
+
+    def configure(self, **changes) -> None:
+        """Changes training settings of the current trainer for its next :meth:`train`.
+
+        E.g. ``configure(iterations=300, lr=0.003)`` before a Resume.
+        """
+        if self.trainer is None:
+            raise MedsegError("nothing to configure yet — train first")
+        cfg = self.trainer.config
+        unknown = [k for k in changes if k not in TrainConfig.__dataclass_fields__]
+        if unknown:
+            raise MedsegError(f"unknown training setting(s) {unknown}")
+        for k, v in changes.items():
+            setattr(cfg, k, v)
+
+    def update_scribbles(self, scribbles: np.ndarray, index: int = 0) -> list[str]:
+        """New scribbles for input ``index`` (the user kept drawing); returns warnings.
+
+        Safe while :meth:`train`'s iterator runs in another thread: the next step takes them
+        up. Raises :class:`~napari_medseg.errors.InputError` when they cannot replace the
+        previous ones (training then keeps the previous ones).
+        """
+        if self.trainer is None:
+            raise MedsegError("nothing is being trained")
+        inp = self.inputs[index]
+        warnings = validate_scribble_update(
+            scribbles, inp.spatial_shape, inp.class_values, inp.unlabelled
+        )
+        inp.seeds = inp.seeds_from(scribbles)
+        self.trainer.update_scribbles([t.seeds[0] for t in self.inputs])
+        return warnings
+
+    def request_stop(self) -> None:
+        """Ends training before its next step (from any thread)."""
+        if self.trainer is not None:
+            self.trainer.request_stop()
+
+    def discard_trainer(self) -> None:
+        """Forgets the trainer (e.g. after the accelerator ran out of memory); the base stays."""
+        self.trainer = None
+        self.inputs = []
+
+    # ------------------------------------------------------------------ prediction
+    def device_for(self, choice: str = "auto"):
+        """The device predictions run on: the trainer's, else ``choice`` resolved."""
+        if self.trainer is not None:
+            return self.trainer.device
+        from .device import resolve_device
+
+        return resolve_device(choice)
+
+    def predict(
+        self,
+        image: np.ndarray,
+        *,
+        kind: str = "auto",
+        slice_index: int | None = None,
+        device: str = "auto",
+        image_name: str = "this image",
+    ) -> Segmentation:
+        """Segments any image (2-D, RGB or a stack) with the trio, in the user's values.
+
+        ``slice_index``: only that slice of a stack (the arrays are then (H, W)). The shape
+        prior's stroke rules apply when ``image`` is one being trained on (its current strokes
+        are known); any other image gets the stroke-free rules only. ``device`` is used by a
+        loaded trio; a trainer predicts where it trains.
+        """
+        if not self.has_model:
+            raise MedsegError("no model yet — train one (or load a saved model) before predicting")
+        norm = normalize_image(image, kind)
+        data = norm.data
+        channels = self.trainer.in_channels if self.trainer is not None else self.base.in_channels
+        if data.shape[1] != channels:
+            source = "the model" if self.trainer is not None else self.base.source
+            raise channels_error(source, channels, data.shape[1], image_name)
+        seeds = self.trainer.scribbles_of(data) if self.trainer is not None else None
+        if slice_index is not None and norm.kind == "stack":
+            data = data[slice_index : slice_index + 1]
+            seeds = seeds[slice_index : slice_index + 1] if seeds is not None else None
+        else:
+            slice_index = None
+        if self.trainer is not None:
+            prediction = self.trainer.predict(data, seeds=seeds)
+        else:
+            prediction = self._predict_base(data, device)
+        seg = self._segmentation(prediction, norm.kind, slice_index)
+        seg.warnings = list(norm.warnings)
+        return seg
+
+    def _predict_base(self, data: np.ndarray, device: str):
+        """The saved trio's prediction, combined as its training did (weights, prior)."""
+        from .checkpoints import models_from_checkpoint
+        from .inference import combine_predictions, member_weights, predict_models
+        from .shape_prior import ShapePrior
+
+        dev = self.device_for(device)
+        if self._base_models is None or self._base_models[0] != str(dev):
+            self._base_models = (str(dev), models_from_checkpoint(self.base, dev))
+        probs = predict_models(self._base_models[1], data, dev, self.base.working_scale)
+        return combine_predictions(
+            probs,
+            weights=member_weights(self.base.member_scores, probs),
+            prior=ShapePrior.from_dict(self.base.shape_prior),
+        )
+
+    def _segmentation(self, prediction, kind: str, slice_index: int | None) -> Segmentation:
+        """Per-slice class indices → user values in the layout of ``kind`` (or one slice)."""
+        classes = self.task.classes
+
+        def layout(a: np.ndarray) -> np.ndarray:
+            return a[0] if slice_index is not None else restore_layout(a, kind)
+
+        return Segmentation(
+            labels={k: layout(classes.to_values(v)) for k, v in prediction.per_model.items()},
+            ensemble=layout(classes.to_values(prediction.ensemble)),
+            disagreement=layout(prediction.disagreement),
+            slice_index=slice_index,
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def checkpoint(self) -> Checkpoint:
+        """The trio as it would be saved: the trainer's state, else the base."""
+        if self.trainer is not None:
+            return self.trainer.state_dict()
+        if self.base is not None:
+            return self.base
+        raise MedsegError("there is no model to save yet — train one first")
+
+    def save(self, path: str | os.PathLike, class_names: Sequence[str] | None = None) -> Path:
+        """Writes the trio to ``path`` (atomically). ``class_names`` are recorded when the
+        model has none (a model loaded from an older file, say)."""
+        checkpoint = self.checkpoint()
+        if class_names and not checkpoint.class_names:
+            checkpoint.metadata["class_names"] = list(class_names)
+        return save_checkpoint(checkpoint, path)
