@@ -85,7 +85,7 @@ def floor_walker(
 ) -> np.ndarray:
     """Walker probabilities (Z, K, H, W) of a (Z, C, H, W) image at its size (≤ ``max_side``)."""
     from .pseudo_labels import random_walker_probabilities
-    from .resolution import (
+    from ..resolution import (
         resize_image,
         resize_seeds,
         scaled_size,
