@@ -360,14 +360,17 @@ class Workflow:
         if data.shape[1] != channels:
             source = "the model" if self.trainer is not None else self.base.source
             raise channels_error(source, channels, data.shape[1], image_name)
-        seeds = self.trainer.scribbles_of(data) if self.trainer is not None else None
+        # an image being trained on keeps its strokes: the floor and the prior's stroke rules
+        found = self.trainer.strokes_of(data) if self.trainer is not None else None
+        seeds, heldout = found if found is not None else (None, None)
         if slice_index is not None and norm.kind == "stack":
-            data = data[slice_index : slice_index + 1]
-            seeds = seeds[slice_index : slice_index + 1] if seeds is not None else None
+            one = slice(slice_index, slice_index + 1)
+            data = data[one]
+            seeds, heldout = (None, None) if found is None else (seeds[one], heldout[one])
         else:
             slice_index = None
         if self.trainer is not None:
-            prediction = self.trainer.predict(data, seeds=seeds)
+            prediction = self.trainer.predict(data, seeds=seeds, heldout=heldout)
         else:
             prediction = self._predict_base(data, device)
         seg = self._segmentation(prediction, norm.kind, slice_index)

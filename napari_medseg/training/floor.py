@@ -25,11 +25,12 @@ size; nothing is modified in place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..inference import MEMBER_TEMPERATURE, member_weights
 from .holdout import heldout_agreement
 
 #: Walker probability above which a pixel counts as "the walker is sure".
@@ -40,8 +41,6 @@ AGREEMENT_RAMP = (0.90, 0.97)
 #: The networks' largest share of the output: at one half they decide where the walker
 #: hesitates and cannot overrule it where it is sure.
 MAX_NETWORK_SHARE = 0.5
-#: Softness of the members' weights: a member whose score is 0.05 lower counts e⁻¹ as much.
-MEMBER_TEMPERATURE = 0.05
 #: The floor's walker runs at the image's size up to this longest side (then it is shrunk):
 #: a 256² slice costs ~0.25 s, a 1920-px endoscopy frame would cost minutes.
 WALKER_MAX_SIDE = 512
@@ -84,7 +83,6 @@ def floor_walker(
     max_side: int = WALKER_MAX_SIDE,
 ) -> np.ndarray:
     """Walker probabilities (Z, K, H, W) of a (Z, C, H, W) image at its size (≤ ``max_side``)."""
-    from .pseudo_labels import random_walker_probabilities
     from ..resolution import (
         resize_image,
         resize_seeds,
@@ -92,6 +90,7 @@ def floor_walker(
         upsample_probabilities,
         working_scale,
     )
+    from .pseudo_labels import random_walker_probabilities
 
     native = tuple(image.shape[-2:])
     size = scaled_size(native, working_scale(native, max_side))
@@ -129,19 +128,6 @@ def network_share(
     return float(max_share * np.clip((agreement - lo) / max(hi - lo, 1e-9), 0.0, 1.0))
 
 
-def member_weights(
-    scores: Mapping[str, float | None], keys: Sequence[str], temperature: float
-) -> dict[str, float]:
-    """softmax(score / temperature) over the members; equal weights where a score is missing."""
-    keys = list(keys)
-    vals = [scores.get(k) for k in keys]
-    if not keys or any(v is None or not np.isfinite(v) for v in vals):
-        return {k: 1.0 / len(keys) for k in keys}
-    s = np.asarray(vals, dtype=np.float64)
-    w = np.exp((s - s.max()) / max(temperature, 1e-6))
-    return dict(zip(keys, (w / w.sum()).tolist()))
-
-
 def assess(
     member_probs: Mapping[str, np.ndarray],
     walker: np.ndarray | None,
@@ -169,7 +155,9 @@ def assess(
     for k in keys:
         parts = [v for v in (report.agreement.get(k), report.heldout.get(k)) if v is not None]
         scores[k] = float(np.mean(parts)) if parts else None
-    report.weights = member_weights(scores, keys, temperature)
+    report.weights = member_weights(
+        {k: v for k, v in scores.items() if v is not None}, keys, temperature
+    ) or {k: 1.0 / len(keys) for k in keys}
     nets = sum(report.weights[k] * member_probs[k] for k in keys).argmax(axis=1)
     if heldout is not None:
         report.heldout["networks"] = heldout_agreement(nets, heldout)
