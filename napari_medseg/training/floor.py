@@ -17,10 +17,10 @@ is where the walker's errors are. Measured on six ACDC volumes at 5–200 steps 
 and put it +0.015 above from 100 steps on; a share above one half let the networks override
 confident walker pixels and cost up to 0.05.
 
-The members' weights come from two label-free scores: agreement with the confident walker
-pixels and agreement with the *held-out strokes* (:mod:`.holdout`), which no network and no
-teacher has seen. Everything here is numpy on (Z, K, H, W) probabilities at the image's native
-size; nothing is modified in place.
+The members' weights come from their agreement with the sure walker pixels too; the
+*held-out strokes* (:mod:`.holdout`), which no network and no teacher has seen, are reported
+beside them and end a training that stops improving (``until_plateau``). Everything here is
+numpy on (Z, K, H, W) probabilities at the image's native size; nothing is modified in place.
 """
 
 from __future__ import annotations
@@ -151,10 +151,10 @@ def assess(
         report.heldout = {k: heldout_agreement(labels[k], heldout) for k in keys}
     if walker is not None:
         report.agreement = {k: confident_agreement(labels[k], walker) for k in keys}
-    scores = {}
-    for k in keys:
-        parts = [v for v in (report.agreement.get(k), report.heldout.get(k)) if v is not None]
-        scores[k] = float(np.mean(parts)) if parts else None
+    # weights from the sure walker pixels: they depend only on the image, its strokes and the
+    # networks, so a saved and reloaded trio weighs its members exactly as before (held-out
+    # strokes are the trainer's secret); held-out agreement only where there is no walker
+    scores = {k: report.agreement.get(k, report.heldout.get(k)) for k in keys}
     report.weights = member_weights(
         {k: v for k, v in scores.items() if v is not None}, keys, temperature
     ) or {k: 1.0 / len(keys) for k in keys}

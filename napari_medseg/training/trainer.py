@@ -763,6 +763,7 @@ class TriNetTrainer:
         bn_batches: int = BN_RECALIBRATE_BATCHES,
         seeds: np.ndarray | None = None,
         heldout: np.ndarray | None = None,
+        decision: FloorReport | None = None,
     ) -> Prediction:
         """Predicts a (Z, C, H, W) image with every network and combines them with the floor.
 
@@ -772,6 +773,8 @@ class TriNetTrainer:
         ``seeds``: the image's strokes (Z, H, W indices): with them the walker on those strokes
         is a member of the ensemble until the networks earn a share (training/floor.py), and
         the shape prior's stroke rules apply. ``heldout``: held-out strokes, for the report.
+        ``decision``: the floor's weights and share decided on the whole image, for a part of
+        it (one slice), so that the part is predicted as in the whole.
         Without strokes the networks alone answer, weighted by their running scores.
         """
         if self.iteration < BN_RECALIBRATE_BELOW:
@@ -783,7 +786,9 @@ class TriNetTrainer:
         walker = self._floor_walker(image, seeds) if self.config.floor and has_strokes else None
         report = None
         weights, share = self.ensemble_weights(), 1.0
-        if walker is not None or (heldout is not None and (heldout >= 0).any()):
+        if walker is not None and decision is not None:
+            report, weights, share = decision, decision.weights, decision.network_share
+        elif walker is not None or (heldout is not None and (heldout >= 0).any()):
             report = assess(probs, walker, heldout, self.walker_heldout())
             weights, share = report.weights, report.network_share
         pred = combine_predictions(
