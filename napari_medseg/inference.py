@@ -89,11 +89,14 @@ class Prediction:
     ensemble: np.ndarray  # (Z, H, W) uint8
     disagreement: np.ndarray  # (Z, H, W) float32 in [0, 1]
     ensemble_probabilities: np.ndarray | None = None  # (Z, K, H, W) float32
+    # what the anytime floor measured (napari_medseg.training.floor.FloorReport), when the
+    # image had strokes to measure against
+    report: object | None = None
 
 
-#: Softness of the ensemble weights: a member whose agreement score is this much lower counts
-#: e⁻¹ as much (chosen on ACDC: docs/design.md "The ensemble").
-MEMBER_TEMPERATURE = 0.02
+#: Softness of the ensemble weights: a member whose score is this much lower counts e⁻¹ as
+#: much (chosen on ACDC: docs/design.md "The anytime floor").
+MEMBER_TEMPERATURE = 0.05
 
 
 def member_weights(
@@ -122,10 +125,15 @@ def combine_predictions(
     weights: dict[str, float] | None = None,
     prior: ShapePrior | None = None,
     seeds: np.ndarray | None = None,
+    walker: np.ndarray | None = None,
+    network_share: float = 1.0,
 ) -> Prediction:
     """Per-model argmax, ensemble argmax of the (weighted) mean, and where the models disagree.
 
     ``weights``: one per member (see :func:`member_weights`); None averages equally.
+    ``walker``: the random walker's probabilities on the image's strokes; the ensemble is then
+    ``(1 - network_share) · walker + network_share · networks`` (the anytime floor,
+    :mod:`napari_medseg.training.floor`).
     ``prior``: anatomical rules applied to every label map (:mod:`napari_medseg.shape_prior`),
     with ``seeds`` (Z, H, W class indices, -1 unlabelled) for the rules that need strokes.
     The probabilities stay as the networks gave them.
@@ -139,6 +147,8 @@ def combine_predictions(
     else:
         total = sum(float(weights[k]) for k in probs)
         mean = sum(float(weights[k]) / total * p for k, p in probs.items())
+    if walker is not None:
+        mean = (1.0 - network_share) * walker + network_share * mean
     ensemble = apply_shape_prior(mean.argmax(axis=1).astype(np.uint8), seeds, prior)
     stacked = np.stack(list(per_model.values()))
     # fraction of networks whose vote differs from the ensemble: 0 = all agree

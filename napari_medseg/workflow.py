@@ -19,7 +19,9 @@ while :meth:`Workflow.train`'s iterator runs elsewhere.
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -109,6 +111,9 @@ class Segmentation:
     disagreement: np.ndarray
     slice_index: int | None = None
     warnings: list[str] = field(default_factory=list)
+    # what the anytime floor measured (training.floor.FloorReport): the networks' share of
+    # the ensemble and the held-out stroke agreements; None for an image without strokes
+    report: object | None = None
 
     def with_ensemble(self) -> dict[str, np.ndarray]:
         """Every label map, the ensemble last under the key ``"ensemble"``."""
@@ -155,6 +160,9 @@ class Workflow:
         self.trainer: TriNetTrainer | None = None
         self.inputs: list[InteractiveTask] = []
         self._base_models: tuple[str, dict] | None = None
+        # the floor's last whole-image decision per (image, strokes): a slice predicted alone
+        # is combined as it was in the whole image
+        self._decisions: OrderedDict[bytes, object] = OrderedDict()
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Workflow:
@@ -256,27 +264,29 @@ class Workflow:
         config: TrainConfig | None = None,
         *,
         preview_slice: int | None = None,
+        started: float | None = None,
     ) -> Iterator[Progress]:
         """Trains and yields a :class:`Progress` after every step, the final one last.
 
         With ``pairs`` the trio is prepared first (errors are raised here, before the
         iterator); without, the prepared (or last) trainer continues — a Resume.
-        ``preview_slice``: the slice of a stack the user looks at: the first live preview
-        predicts only it, later ones the whole stack.
+        ``preview_slice``: the slice of a stack the user looks at: the first live previews
+        predict only it, later ones the whole stack. ``started``: the ``time.perf_counter()``
+        at which a time budget began (default: now), so reading and building count in it.
         """
         if pairs is not None:
             self.prepare(pairs, config or TrainConfig())
         elif self.trainer is None:
             raise MedsegError("nothing to train yet — give an image and its scribbles")
-        return self._steps(preview_slice)
+        return self._steps(preview_slice, started)
 
-    def _steps(self, preview_slice: int | None) -> Iterator[Progress]:
+    def _steps(self, preview_slice: int | None, started: float | None) -> Iterator[Progress]:
         trainer = self.trainer
         kind = self.inputs[trainer.preview or 0].kind
         # a 2-D image is one slice: its first preview is the whole image
         first = (int(preview_slice),) if kind == "stack" and preview_slice is not None else (0,)
         start = trainer.iteration
-        for upd in trainer.steps(first_preview_slices=first):
+        for upd in trainer.steps(first_preview_slices=first, started=started):
             seg = None
             if upd.prediction is not None:
                 slices = upd.prediction_slices if kind == "stack" else None
@@ -344,13 +354,17 @@ class Workflow:
         slice_index: int | None = None,
         device: str = "auto",
         image_name: str = "this image",
+        scribbles: np.ndarray | None = None,
     ) -> Segmentation:
         """Segments any image (2-D, RGB or a stack) with the trio, in the user's values.
 
         ``slice_index``: only that slice of a stack (the arrays are then (H, W)). The shape
         prior's stroke rules apply when ``image`` is one being trained on (its current strokes
         are known); any other image gets the stroke-free rules only. ``device`` is used by a
-        loaded trio; a trainer predicts where it trains.
+        loaded trio; a trainer predicts where it trains. ``scribbles``: the user's strokes on
+        this image (its spatial shape, the task's values), for an image the trio is not training
+        on: with strokes the walker is part of the answer until the networks earn their share
+        (the anytime floor), for a loaded trio too.
         """
         if not self.has_model:
             raise MedsegError("no model yet — train one (or load a saved model) before predicting")
@@ -360,35 +374,78 @@ class Workflow:
         if data.shape[1] != channels:
             source = "the model" if self.trainer is not None else self.base.source
             raise channels_error(source, channels, data.shape[1], image_name)
-        seeds = self.trainer.scribbles_of(data) if self.trainer is not None else None
+        # an image being trained on keeps its strokes: the floor and the prior's stroke rules
+        found = self.trainer.strokes_of(data) if self.trainer is not None else None
+        seeds, heldout = found if found is not None else (None, None)
+        if found is None and scribbles is not None:
+            if tuple(np.shape(scribbles)) != tuple(norm.spatial_shape):
+                raise InputError(
+                    f"the scribbles have shape {tuple(np.shape(scribbles))} but {image_name} "
+                    f"needs {tuple(norm.spatial_shape)} — use scribbles drawn on this image"
+                )
+            scr = np.asarray(scribbles)
+            seeds = self.task.classes.to_indices(scr if norm.kind == "stack" else scr[None])
+        key = None
+        if seeds is not None:
+            digest = hashlib.blake2b(np.ascontiguousarray(data).tobytes(), digest_size=16)
+            digest.update(np.ascontiguousarray(seeds).tobytes())
+            key = digest.digest()
+        decision = None
         if slice_index is not None and norm.kind == "stack":
-            data = data[slice_index : slice_index + 1]
-            seeds = seeds[slice_index : slice_index + 1] if seeds is not None else None
+            one = slice(slice_index, slice_index + 1)
+            data = data[one]
+            seeds = None if seeds is None else seeds[one]
+            heldout = None if heldout is None else heldout[one]
+            decision = self._decisions.get(key)
         else:
             slice_index = None
         if self.trainer is not None:
-            prediction = self.trainer.predict(data, seeds=seeds)
+            prediction = self.trainer.predict(data, seeds=seeds, heldout=heldout, decision=decision)
         else:
-            prediction = self._predict_base(data, device)
+            prediction = self._predict_base(data, device, seeds, decision)
+        if key is not None and slice_index is None and prediction.report is not None:
+            self._decisions[key] = prediction.report
+            while len(self._decisions) > 16:
+                self._decisions.popitem(last=False)
         seg = self._segmentation(prediction, norm.kind, slice_index)
         seg.warnings = list(norm.warnings)
         return seg
 
-    def _predict_base(self, data: np.ndarray, device: str):
-        """The saved trio's prediction, combined as its training did (weights, prior)."""
+    def _predict_base(
+        self, data: np.ndarray, device: str, seeds: np.ndarray | None = None, decision=None
+    ):
+        """The saved trio's prediction, combined as its training did (weights, prior), with
+        the walker on ``seeds`` as the floor when the image has strokes."""
         from .checkpoints import models_from_checkpoint
         from .inference import combine_predictions, member_weights, predict_models
         from .shape_prior import ShapePrior
+        from .training.floor import assess, floor_walker
 
         dev = self.device_for(device)
         if self._base_models is None or self._base_models[0] != str(dev):
             self._base_models = (str(dev), models_from_checkpoint(self.base, dev))
         probs = predict_models(self._base_models[1], data, dev, self.base.working_scale)
-        return combine_predictions(
-            probs,
-            weights=member_weights(self.base.member_scores, probs),
-            prior=ShapePrior.from_dict(self.base.shape_prior),
+        weights, share, walker, report = (
+            member_weights(self.base.member_scores, probs),
+            1.0,
+            None,
+            None,
         )
+        config = TrainConfig.from_dict(self.base.config or {})
+        if config.floor and seeds is not None and (seeds >= 0).any():
+            walker = floor_walker(data, seeds, self.base.num_classes, config.rw_beta)
+            report = decision if decision is not None else assess(probs, walker)
+            weights, share = report.weights, report.network_share
+        prediction = combine_predictions(
+            probs,
+            weights=weights,
+            prior=ShapePrior.from_dict(self.base.shape_prior),
+            seeds=seeds,
+            walker=walker,
+            network_share=share,
+        )
+        prediction.report = report
+        return prediction
 
     def _segmentation(self, prediction, kind: str, slice_index: int | None) -> Segmentation:
         """Per-slice class indices → user values in the layout of ``kind`` (or one slice)."""
@@ -402,6 +459,7 @@ class Workflow:
             ensemble=layout(classes.to_values(prediction.ensemble)),
             disagreement=layout(prediction.disagreement),
             slice_index=slice_index,
+            report=prediction.report,
         )
 
     # ------------------------------------------------------------------ persistence

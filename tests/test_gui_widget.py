@@ -139,7 +139,7 @@ def test_train_live_stop_save_load_finetune(make_napari_viewer, qtbot, notes, tm
     scr_layer.brush_size = 3
     scr_layer.paint((0, 5, 5), 3)
     drawn = scr_layer.data.copy()
-    qtbot.waitUntil(lambda: w.session.trainer._seeds[0][0, 5, 5] == 2, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: w.session.trainer._native_seeds[0][0, 5, 5] == 2, timeout=TIMEOUT_MS)
 
     t0 = time.perf_counter()
     w.stop_training()
@@ -256,7 +256,11 @@ def test_train_creates_empty_layers_then_previews_the_slice_on_screen(
     ens_layer.mode = "pan_zoom"
 
     gate.set()
-    qtbot.waitUntil(lambda: ens_layer.data.max() > 0 and not w.layers_pending, timeout=TIMEOUT_MS)
+    # the walker's answer fills the ensemble first, the networks' layers follow after a step
+    qtbot.waitUntil(
+        lambda: all(la.data.max() > 0 for la in _medseg_labels(viewer)) and not w.layers_pending,
+        timeout=TIMEOUT_MS,
+    )
     for la in _medseg_labels(viewer):
         assert la.data[z].min() >= 1 and la.data[1 - z].max() == 0, la.name
     assert viewer.layers["medseg: disagreement"].data[1 - z].max() == 0

@@ -70,7 +70,10 @@ def test_first_live_preview_is_the_slice_on_screen_then_the_whole_stack():
     updates = list(TrainingSession().train(_request(img, scr, preview_slice=2)))
     assert [u.stage for u in updates[:2]] == ["preparing", "ready"]
     shown = [u for u in updates if u.labels is not None]
-    first, rest = shown[0], shown[1:]
+    walker, first, rest = shown[0], shown[1], shown[2:]
+    # the walker's answer on the slice on screen before any step, then the networks'
+    assert walker.slice_index == 2 and walker.run_step == 0 and walker.labels == {}
+    assert walker.ensemble.shape == img.shape[1:]
     assert first.slice_index == 2 and first.run_step == 1
     assert first.ensemble.shape == img.shape[1:] and first.ensemble.dtype == np.uint8
     assert set(first.labels) == {"unet", "unet_2"}
@@ -107,7 +110,8 @@ def test_the_worker_waits_for_the_gui_layers_before_its_first_step():
     assert session.trainer.iteration == 0
     session.layers_ready()
     worker.join(120)
-    assert got and got[0].stage == "training" and got[0].run_step == 1
+    assert got and got[0].stage == "training" and got[0].run_step == 0  # the walker's preview
+    assert next(gen).run_step == 1
     gen.close()
     # a stop while waiting ends the run without a step
     gen = session.train(_request(img, scr, wait_for_layers=True))

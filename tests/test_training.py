@@ -189,7 +189,10 @@ def _trainer(iterations=2, seed=0, models=("unet", "swin_unet", "mamba_unet"), *
 
 def test_trainer_yields_losses_and_final_predictions():
     tr, task = _trainer(iterations=2, preview_every_seconds=0.0)
-    updates = list(tr.steps())
+    walker, *updates = list(tr.steps())
+    # the walker's answer comes before any step (the anytime floor), the networks' after one
+    assert walker.iteration == 0 and walker.prediction.per_model == {}
+    assert walker.prediction.report.network_share == 0.0
     assert [u.iteration for u in updates] == [1, 2, 2]
     assert updates[-1].done and not updates[-1].stopped
     assert set(updates[0].losses) == {"unet", "swin_unet", "mamba_unet", "total"}
@@ -207,8 +210,8 @@ def test_first_preview_can_cover_one_slice_and_later_ones_everything():
     batches = []
     recalibrate = tr._recalibrate_batchnorm
     tr._recalibrate_batchnorm = lambda n: (batches.append(n), recalibrate(n))
-    updates = list(tr.steps(first_preview_slices=[1]))
-    first, second, final = updates
+    walker, first, second, final = list(tr.steps(first_preview_slices=[1]))
+    assert walker.prediction_slices == (1,) and walker.prediction.ensemble.shape == (1, 40, 36)
     # live previews re-estimate BatchNorm quickly, the final prediction thoroughly
     assert batches == [2, 2, 8]
     assert first.prediction_slices == (1,)
@@ -262,9 +265,9 @@ def test_trainer_takes_up_new_scribbles_without_touching_the_callers_array():
     next(it)
     tr.update_scribbles([new])
     next(it)
-    assert (tr._seeds[0] == before).all()
+    assert (tr._native_seeds[0] == before).all()
     new[:] = -1  # the caller's array changing later must not reach the trainer
-    assert (tr._seeds[0] >= 0).any()
+    assert (tr._native_seeds[0] >= 0).any() and (tr._seeds[0] >= 0).any()
 
 
 def test_trainer_learns_a_simple_image():
@@ -300,7 +303,7 @@ def test_member_weights_favour_the_member_that_fits_its_target():
 
     w = member_weights({"a": 0.90, "b": 0.80, "c": 0.88}, ["a", "b", "c"])
     assert sum(w.values()) == pytest.approx(1.0)
-    assert w["a"] > w["c"] > w["b"] and w["b"] < 0.01
+    assert w["a"] > w["c"] > w["b"] and w["b"] < 0.1
     assert member_weights(None, ["a"]) is None  # no scores yet: equal weights
     assert member_weights({"a": 0.9}, ["a", "b"]) is None  # a member without a score
     assert member_weights({"a": 0.9, "b": float("nan")}, ["a", "b"]) is None
@@ -329,7 +332,9 @@ def test_trainer_scores_members_and_checkpoints_keep_the_scores(tmp_path):
     tr.run()
     assert set(tr.member_scores) == {"unet", "mamba_unet"}
     assert all(0.0 <= v <= 1.0 for v in tr.member_scores.values())
-    # a member made to look far better decides the ensemble alone
+    assert set(tr.heldout_scores) == {"unet", "mamba_unet", "networks"}
+    tr.heldout_scores = {}
+    # a member made to look far better decides the ensemble of an image without strokes alone
     tr.member_scores = {"unet": 1.0, "mamba_unet": 0.0}
     pred = tr.predict(task.images[0])
     np.testing.assert_array_equal(pred.ensemble, pred.per_model["unet"])

@@ -105,6 +105,7 @@ class LayerUpdate:
     stopped: bool = False
     device: str = ""
     preset: str = ""
+    report: object | None = None  # the floor's report (training.floor.FloorReport)
 
     def show(self, segmentation) -> LayerUpdate:
         """Carries a :class:`~napari_medseg.workflow.Segmentation` (already in layer values)."""
@@ -113,6 +114,7 @@ class LayerUpdate:
         self.disagreement = segmentation.disagreement
         self.slice_index = segmentation.slice_index
         self.warnings.extend(segmentation.warnings)
+        self.report = segmentation.report
         return self
 
 
@@ -497,8 +499,11 @@ class TrainingSession:
         spacing: Sequence[float] | None = None,
         threads: int | None = None,
         device: str = "auto",
+        scribbles: np.ndarray | None = None,
     ) -> LayerUpdate:
         """Segments an image (or one slice of a stack) with the trained or loaded models.
+
+        ``scribbles``: the strokes drawn on this image (the floor's walker uses them).
 
         Returns the per-model and ensemble values (1..K) in the layout of what was predicted:
         the image, or the one slice (H, W) when ``slice_index`` is given.
@@ -514,6 +519,7 @@ class TrainingSession:
                     slice_index=slice_index,
                     device=device,
                     image_name="this image layer",
+                    scribbles=scribbles,
                 )
         except RuntimeError as e:
             if is_out_of_memory(e):

@@ -79,6 +79,7 @@ class MedSegWidget(ControlPanel):
         self._slot_titles: dict[str, str] = {}
         self._prediction_image: str | None = None  # name of the image the layers belong to
         self._last_update: LayerUpdate | None = None
+        self._last_report = None  # the floor's last report: kept on the status line
         self._final_text: str | None = None  # the status line of the run's last update
         self._stopping = False
         self._scribble_timer = _timer(self, SCRIBBLE_THROTTLE_MS, self._send_scribbles)
@@ -224,6 +225,7 @@ class MedSegWidget(ControlPanel):
         worker.finished.connect(self._on_train_finished)
         self._train_worker = worker
         self._final_text = None
+        self._last_report = None
         self._stopping = False
         self._pbar_time = 0.0
         self.status_label.setText("Preparing the networks…")
@@ -269,6 +271,8 @@ class MedSegWidget(ControlPanel):
                 self.status_label.setText(f"Training on {upd.device} ({upd.preset})…")
             return
         self._last_update = upd
+        if upd.report is not None:
+            self._last_report = upd.report
         text = self._progress_text(upd)
         if upd.done:
             self._final_text = ("Stopped" if upd.stopped else "Finished") + f" — {text}"
@@ -289,11 +293,14 @@ class MedSegWidget(ControlPanel):
         per_model = " · ".join(
             f"{self._slot_titles.get(k, k)} {v:.3f}" for k, v in upd.losses.items() if k != "total"
         )
-        return (
+        text = (
             f"iteration {upd.run_step}/{upd.run_total} · loss {loss:.3f} · "
             f"{upd.iterations_per_second:.2f} it/s · {upd.device} {upd.preset}\n"
             f"losses: {per_model}"
         )
+        if self._last_report is not None:  # how far the ensemble trusts the networks yet
+            text += "\nensemble: " + self._last_report.summary(self._slot_titles)
+        return text
 
     def _update_progress(self, upd: LayerUpdate) -> None:
         """napari's progress bar, at most every PROGRESS_INTERVAL_S (it processes events)."""
@@ -409,6 +416,13 @@ class MedSegWidget(ControlPanel):
             and tuple(truth_layer.data.shape) == spatial_shape(layer.data.shape, layer.rgb)
         ):
             truth = copy_layer_data(truth_layer.data)
+        # the strokes drawn on this image: the walker's answer stays part of the ensemble
+        strokes = self.scribble_combo.layer() if not other else None
+        scribbles = None
+        if strokes is not None and tuple(strokes.data.shape) == spatial_shape(
+            layer.data.shape, layer.rgb
+        ):
+            scribbles = copy_layer_data(strokes.data)
         self._slot_titles = self.slot_titles(*self.session.slot_models())
         self.status_label.setText("Predicting…")
 
@@ -434,6 +448,7 @@ class MedSegWidget(ControlPanel):
             class_names=names,
             spacing=spatial_transform(layer)["scale"],
             device=self.device_combo.currentText(),
+            scribbles=scribbles,
         )
 
     def evaluate(self):

@@ -8,13 +8,15 @@ so that ``eval`` or ``--help`` do not wait for torch.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 from .parser import CliError, path_or_error
-from .progress import drive
+from .progress import drive, print_floor
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -43,8 +45,8 @@ def _config_from_args(args, defaults: dict | None = None, class_values=()):
     cfg.seed = args.seed
     cfg.preview_every_seconds = None  # nobody watches previews here
     if args.seconds is not None:
-        if args.seconds <= 0:
-            raise CliError("--seconds must be positive")
+        if not math.isfinite(args.seconds) or args.seconds <= 0:
+            raise CliError(f"--seconds must be a positive number of seconds, not {args.seconds}")
         cfg.seconds, cfg.iterations = args.seconds, None
     elif args.iterations is not None:
         if args.iterations <= 0:
@@ -61,8 +63,9 @@ def _config_from_args(args, defaults: dict | None = None, class_values=()):
             cfg.shape_prior = parse_shape_prior(args.shape_prior, class_values).to_dict()
         except ValueError as e:
             raise CliError(f"--shape-prior: {e}") from None
+    cfg.until_plateau = bool(getattr(args, "until_plateau", False))
     if cfg.iterations is None and cfg.seconds is None:
-        cfg.seconds = 60.0
+        cfg.seconds = 600.0 if cfg.until_plateau else 60.0
     for m in cfg.models:
         model_info(m)  # an unknown name is an error that lists the choices
     return cfg
@@ -75,6 +78,7 @@ def _report(files) -> None:
 
 # ---------------------------------------------------------------- train
 def cmd_train(args) -> int:
+    started = time.perf_counter()  # --seconds counts from here: reading and building too
     if args.dataset:
         return _train_dataset(args)
     from ..checkpoints import load_checkpoint
@@ -100,10 +104,11 @@ def cmd_train(args) -> int:
         f"{len(values)} classes {list(values)}",
         file=sys.stderr,
     )
-    final = drive(workflow.train(), cfg)
+    final = drive(workflow.train(started=started), cfg)
     files = write_segmentation(final.segmentation, out, image.spacing)
     files.append(workflow.save(out / "model.pt"))
     print(f"{final.iteration} iterations in {final.elapsed:.1f} s")
+    print_floor(final.segmentation)
     _report(files)
     return 0
 

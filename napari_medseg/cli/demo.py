@@ -50,7 +50,7 @@ def run_demo(out: Path, seconds: float = 45.0, sample: str = "mri") -> dict:
     from ..sample_data import load_mri_sample, load_rgb_sample
     from ..training import TrainConfig
     from ..workflow import Task, Workflow, write_segmentation
-    from .progress import drive
+    from .progress import drive, print_floor
 
     data = load_mri_sample() if sample == "mri" else load_rgb_sample()
     workflow = Workflow(Task(class_names=tuple(data.get("class_names", ()))))
@@ -79,6 +79,7 @@ def run_demo(out: Path, seconds: float = 45.0, sample: str = "mri") -> dict:
             name = names[v - 1] if 0 < v <= len(names) else str(v)
             print(f"  Dice {name:>12s}: {r['dice']:.3f}")
         result["dice"] = {r["class"]: r["dice"] for r in rows}
+    print_floor(final.segmentation)
     print(f"{final.iteration} iterations in {final.elapsed:.0f} s. Outputs:")
     for f in files:
         print(f"  {f}")

@@ -68,8 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated slots (default unet,swin_unet,mamba_unet)",
     )
     budget = t.add_mutually_exclusive_group()
-    budget.add_argument("--seconds", type=float, help="training time budget")
+    budget.add_argument(
+        "--seconds",
+        type=float,
+        help="time budget from start to finish: reading, training and the final prediction "
+        "(default 60; with --until-plateau the most it may take, default 600)",
+    )
     budget.add_argument("--iterations", type=int, help="training iteration budget")
+    t.add_argument(
+        "--until-plateau",
+        action="store_true",
+        help="stop once the networks' agreement with held-out strokes stops improving",
+    )
     t.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
     t.add_argument("--checkpoint", help="start from a saved trio (fine-tuning)")
     t.add_argument("--seed", type=int, default=0)

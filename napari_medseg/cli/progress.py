@@ -44,10 +44,19 @@ def drive(steps: Iterable[U], config: TrainConfig, desc: str = "training") -> U 
                 )
             else:
                 bar.n = round(min(upd.elapsed, config.seconds), 1)
+            held = (upd.heldout or {}).get("networks")
             bar.set_postfix(
                 loss=f"{upd.losses.get('total', float('nan')):.3f}",
                 it_s=f"{upd.iterations_per_second:.2f}",
+                **({"held_out": f"{held:.3f}"} if held is not None else {}),
                 refresh=False,
             )
             bar.refresh()
     return last
+
+
+def print_floor(segmentation) -> None:
+    """What the ensemble is made of, and the held-out stroke agreements (anytime floor)."""
+    report = getattr(segmentation, "report", None)
+    if report is not None:
+        print(f"ensemble: {report.summary()}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
@@ -35,13 +36,19 @@ from ..resolution import resize_image, resize_seeds, scaled_size, working_scale
 from ..shape_prior import ShapePrior, apply_shape_prior
 from ..slots import slot_keys
 from .augmentation import augment_batch
+from .floor import FloorReport, assess, floor_walker
+from .holdout import heldout_agreement, split_strokes
 from .losses import (
     IGNORE_INDEX,
     PseudoLabelDice,
     balanced_class_weights,
     partial_cross_entropy,
 )
-from .pseudo_labels import ensemble_pseudo_label, random_simplex_weights, random_walker_labels
+from .pseudo_labels import (
+    ensemble_pseudo_label,
+    random_simplex_weights,
+    random_walker_probabilities,
+)
 from .schedule import poly_lr
 
 DEFAULT_TRIO = ("unet", "swin_unet", "mamba_unet")
@@ -55,6 +62,15 @@ BN_RECALIBRATE_BATCHES = 8
 PREVIEW_BN_BATCHES = 2
 # Exponential average of the members' agreement scores (``_update_scores``): ~the last 10 steps
 SCORE_MOMENTUM = 0.8
+#: Walker slices (probabilities at the image's size) kept for the floor, across images.
+FLOOR_CACHE_SLICES = 64
+#: A time budget keeps this share of the expected final prediction's cost in reserve.
+FINAL_RESERVE_FACTOR = 1.3
+#: Plateau: held-out agreement that counts as an improvement, and the steps without one (at
+#: least, or this share of the steps done) after which ``until_plateau`` stops.
+PLATEAU_DELTA = 0.002
+PLATEAU_MIN_STEPS = 30
+PLATEAU_SHARE = 0.3
 
 
 @dataclass
@@ -93,6 +109,13 @@ class TrainConfig:
     # to every prediction and, with prior_on_teacher, to the random walker's target
     shape_prior: dict | None = None
     prior_on_teacher: bool = True
+    # the anytime floor (training/floor.py): the walker's probabilities are part of every
+    # prediction of an image with strokes until the networks earn a share
+    floor: bool = True
+    # share of the previewed image's stroke tiles no network and no teacher sees (0: none)
+    holdout_fraction: float = 0.2
+    # stop once the networks' held-out agreement stops improving (seconds/iterations still cap)
+    until_plateau: bool = False
 
     def resolve(self, preset: str) -> None:
         """Fills the fields left ``None`` with the preset's recipe (unknown presets are errors)."""
@@ -135,6 +158,8 @@ class TrainerUpdate:
     done: bool = False
     stopped: bool = False
     message: str = ""
+    # running held-out stroke agreement (training batches) of each member and of "networks"
+    heldout: dict[str, float] | None = None
 
 
 class TriNetTrainer:
@@ -191,6 +216,8 @@ class TriNetTrainer:
         self._stop = threading.Event()
         self._pending_seeds: list[np.ndarray] | None = None
         self._rw_cache: dict[tuple[int, int], tuple[bytes, np.ndarray]] = {}
+        # the floor's walker, per (image slice, strokes) content: any image, any strokes
+        self._floor_cache: OrderedDict[tuple[bytes, bytes], np.ndarray] = OrderedDict()
         self._set_seeds([np.asarray(s) for s in seeds])
 
         torch.manual_seed(cfg.seed)
@@ -204,8 +231,12 @@ class TriNetTrainer:
             ).to(self.device)
         self.optimizers = {k: self._make_optimizer(m) for k, m in self.models.items()}
         self.iteration = 0
-        # how well each member fits the trustworthy part of its target: the ensemble weights
+        # how well each member fits the trustworthy part of its target, and the held-out
+        # strokes (running averages over training batches): the members' weights
         self.member_scores: dict[str, float] = {}
+        self.heldout_scores: dict[str, float] = {}
+        self._step_seconds: list[float] = []  # the last steps' durations (time budgets)
+        self._predict_seconds: float | None = None  # the last whole-image prediction's
         self._dice = PseudoLabelDice(self.num_classes)
         if checkpoint is not None:
             self.load_state(checkpoint)
@@ -233,17 +264,32 @@ class TriNetTrainer:
             for s, im, n in zip(seeds, self._images, self._native_images)
         ):
             raise ValueError("the scribbles no longer match the image's shape")
+        if not any((s >= 0).any() for s in seeds):
+            raise ValueError("the scribbles have no labelled pixels — draw at least one stroke")
+        # held-out strokes (training/holdout.py) of the previewed image: no network and no
+        # teacher sees them; they measure the networks against the walker
+        parts = [
+            split_strokes(s, self.config.holdout_fraction, seed=self.config.seed)
+            if i == self.preview
+            else (s, np.full(s.shape, -1, dtype=np.int64))
+            for i, s in enumerate(seeds)
+        ]
+        size = [im.shape[-2:] for im in self._images]
         resized = [
-            resize_seeds(np.ascontiguousarray(s, dtype=np.int64), im.shape[-2:], self.num_classes)
-            for s, im in zip(seeds, self._images)
+            resize_seeds(np.ascontiguousarray(t, dtype=np.int64), hw, self.num_classes)
+            for (t, _), hw in zip(parts, size)
+        ]
+        held = [
+            np.where(r >= 0, -1, resize_seeds(h, hw, self.num_classes))
+            for r, (_, h), hw in zip(resized, parts, size)
         ]
         # slices that hold at least one stroke are the only ones worth sampling
         slices = [
             (i, z) for i, s in enumerate(resized) for z in range(s.shape[0]) if (s[z] >= 0).any()
         ]
-        if not slices:
-            raise ValueError("the scribbles have no labelled pixels — draw at least one stroke")
         self._seeds, self._slices = resized, slices
+        self._heldout = held
+        self._native_heldout = [h for _, h in parts]
         self._native_seeds = seeds
         self._rw: list[np.ndarray] | None = None  # rebuilt lazily (cached per slice)
         self._class_weights = None
@@ -260,28 +306,71 @@ class TriNetTrainer:
     def stop_requested(self) -> bool:
         return self._stop.is_set()
 
+    def _teacher_probabilities(self, i: int, z: int) -> np.ndarray:
+        """The teaching walker's probabilities (K, h, w) of slice z of image i, seeded by the
+        training strokes; recomputed only when that slice's strokes changed."""
+        sd = self._seeds[i]
+        key = hashlib.blake2b(sd[z].tobytes(), digest_size=16).digest()
+        cached = self._rw_cache.get((i, z))
+        if cached is None or cached[0] != key:
+            prob = random_walker_probabilities(
+                self._images[i][z : z + 1],
+                sd[z : z + 1],
+                self.num_classes,
+                beta=self.config.rw_beta,
+            )[0]
+            cached = self._rw_cache[(i, z)] = (key, prob)
+        return cached[1]
+
     def _random_walker(self) -> list[np.ndarray]:
-        """Random-walker labels, recomputed only for slices whose scribbles changed."""
+        """The walker's dense target: its labels where it is confident, -1 elsewhere."""
         out = []
-        for i, (im, sd) in enumerate(zip(self._images, self._seeds)):
+        floor = 1.0 / self.num_classes + 1e-6  # uniform: the walker knows nothing there
+        for i, sd in enumerate(self._seeds):
             vol = np.full(sd.shape, -1, dtype=np.int64)
             for z in range(sd.shape[0]):
-                key = hashlib.blake2b(sd[z].tobytes(), digest_size=16).digest()
-                cached = self._rw_cache.get((i, z))
-                if cached is None or cached[0] != key:
-                    lab = random_walker_labels(
-                        im[z : z + 1],
-                        sd[z : z + 1],
-                        self.num_classes,
-                        beta=self.config.rw_beta,
-                        min_confidence=self.config.rw_confidence,
-                    )[0]
-                    cached = self._rw_cache[(i, z)] = (key, lab)
-                vol[z] = cached[1]
+                prob = self._teacher_probabilities(i, z)
+                top = prob.max(axis=0)
+                lab = prob.argmax(axis=0)
+                lab[(top < self.config.rw_confidence) | (top <= floor)] = -1
+                vol[z] = np.where(sd[z] >= 0, sd[z], lab)
             if self.config.prior_on_teacher:
                 vol = apply_shape_prior(vol, sd, self.shape_prior)
             out.append(vol)
         return out
+
+    def walker_heldout(self) -> float | None:
+        """Held-out stroke agreement of the walker seeded by the training strokes (the
+        networks' comparison: the floor's walker sees every stroke)."""
+        if self.preview is None:
+            return None
+        held = self._heldout[self.preview]
+        zs = [z for z in range(held.shape[0]) if (held[z] >= 0).any()]
+        if not zs:
+            return None
+        pred = np.stack([self._teacher_probabilities(self.preview, z).argmax(0) for z in zs])
+        return heldout_agreement(pred, held[zs])
+
+    def _floor_walker(self, image: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        """The floor's walker probabilities (Z, K, H, W) for any image and strokes (cached)."""
+        out = []
+        for z in range(image.shape[0]):
+            key = (
+                hashlib.blake2b(np.ascontiguousarray(image[z]).tobytes(), digest_size=16).digest(),
+                hashlib.blake2b(np.ascontiguousarray(seeds[z]).tobytes(), digest_size=16).digest(),
+            )
+            prob = self._floor_cache.get(key)
+            if prob is None:
+                prob = floor_walker(
+                    image[z : z + 1], seeds[z : z + 1], self.num_classes, self.config.rw_beta
+                )[0]
+                self._floor_cache[key] = prob
+                while len(self._floor_cache) > FLOOR_CACHE_SLICES:
+                    self._floor_cache.popitem(last=False)
+            else:
+                self._floor_cache.move_to_end(key)
+            out.append(prob)
+        return np.stack(out)
 
     # ------------------------------------------------------------------ batches
     def _crop(self, arr: np.ndarray, y0: int, x0: int, p: int, fill) -> np.ndarray:
@@ -298,10 +387,11 @@ class TriNetTrainer:
         shapes = {im.shape[-2:] for im in self._images}
         return len(shapes) == 1 and (p <= 0 or p >= max(next(iter(shapes))))
 
-    def _sample_batch(self, use_rw: bool):
+    def _sample_batch(self, use_rw: bool, with_heldout: bool = False):
+        """(images, [scribbles, walker target (use_rw), held-out strokes (with_heldout)])."""
         cfg = self.config
         p = cfg.patch_size or cfg.max_side or 256  # crop size when slices differ in size
-        imgs, segs, rws = [], [], []
+        imgs, segs, rws, helds = [], [], [], []
         if use_rw and self._rw is None:
             self._rw = self._random_walker()
         rw = self._rw if use_rw else None
@@ -315,6 +405,8 @@ class TriNetTrainer:
                 segs.append(sd)
                 if rw is not None:
                     rws.append(rw[i][z])
+                if with_heldout:
+                    helds.append(self._heldout[i][z])
                 continue
             h, w = sd.shape
             # centre the crop on a random stroke pixel (jittered) so every crop teaches something
@@ -332,10 +424,14 @@ class TriNetTrainer:
             segs.append(self._crop(sd, y0, x0, p, IGNORE_INDEX))
             if rw is not None:
                 rws.append(self._crop(rw[i][z], y0, x0, p, IGNORE_INDEX))
+            if with_heldout:
+                helds.append(self._crop(self._heldout[i][z], y0, x0, p, IGNORE_INDEX))
         x = torch.from_numpy(np.stack(imgs))
         labels = [torch.from_numpy(np.stack(segs))]
         if rw is not None:
             labels.append(torch.from_numpy(np.stack(rws)))
+        if with_heldout:
+            labels.append(torch.from_numpy(np.stack(helds)))
         if cfg.augment:
             x, labels = augment_batch(x, labels, self._gen)
         return x.to(self.device), [lab.to(self.device) for lab in labels]
@@ -345,9 +441,11 @@ class TriNetTrainer:
         cfg = self.config
         lr = poly_lr(cfg.lr, progress or 0.0, cfg.poly_power)
         use_rw = cfg.rw_weight > 0
-        x, labels = self._sample_batch(use_rw)
+        has_heldout = any((h >= 0).any() for h in self._heldout)
+        x, labels = self._sample_batch(use_rw, with_heldout=has_heldout)
         scribble = labels[0]
         rw = labels[1] if use_rw else None
+        heldout = labels[-1] if has_heldout else None
         ramp = 1.0
         if cfg.pseudo_rampup > 0 and progress is not None:
             ramp = float(np.exp(-5.0 * (1.0 - min(progress / cfg.pseudo_rampup, 1.0)) ** 2))
@@ -385,6 +483,8 @@ class TriNetTrainer:
             losses[k] = float(loss.detach())
             total = total + loss
         self._update_scores(logits, rw if rw is not None else scribble)
+        if heldout is not None:
+            self._update_heldout(logits, heldout)
         for opt in self.optimizers.values():
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -420,24 +520,65 @@ class TriNetTrainer:
                 score if old is None else SCORE_MOMENTUM * old + (1 - SCORE_MOMENTUM) * score
             )
 
-    def ensemble_weights(self) -> dict[str, float] | None:
-        """The members' weights in the ensemble (None: equal)."""
-        return member_weights(self.member_scores, self.keys)
+    @torch.no_grad()
+    def _update_heldout(self, logits: dict[str, torch.Tensor], heldout: torch.Tensor) -> None:
+        """Running held-out stroke agreement of each member and of the networks' ensemble."""
+        if not bool((heldout >= 0).any()):
+            return
+        truth = heldout.cpu().numpy()
+        probs = {k: torch.softmax(lg.float(), dim=1) for k, lg in logits.items()}
+        weights = self.ensemble_weights() or {k: 1.0 / len(probs) for k in probs}
+        mix = sum(weights[k] * p for k, p in probs.items())
+        preds = {k: p.argmax(dim=1) for k, p in probs.items()}
+        preds["networks"] = mix.argmax(dim=1)
+        for k, pred in preds.items():
+            score = heldout_agreement(pred.cpu().numpy(), truth)
+            old = self.heldout_scores.get(k)
+            self.heldout_scores[k] = (
+                score if old is None else SCORE_MOMENTUM * old + (1 - SCORE_MOMENTUM) * score
+            )
 
-    def steps(self, first_preview_slices: Sequence[int] | None = None) -> Iterator[TrainerUpdate]:
+    def member_score(self, key: str) -> float | None:
+        """A member's label-free score: its agreement with the sure walker pixels and with the
+        held-out strokes, averaged (whichever exist)."""
+        parts = [d[key] for d in (self.member_scores, self.heldout_scores) if key in d]
+        return float(np.mean(parts)) if parts else None
+
+    def ensemble_weights(self) -> dict[str, float] | None:
+        """The members' weights for an image without strokes (None: equal)."""
+        scores = {k: v for k in self.keys if (v := self.member_score(k)) is not None}
+        return member_weights(scores, self.keys)
+
+    def steps(
+        self,
+        first_preview_slices: Sequence[int] | None = None,
+        started: float | None = None,
+    ) -> Iterator[TrainerUpdate]:
         """Trains until the budget is spent or a stop is requested, yielding after each step.
 
-        ``first_preview_slices``: the first preview predicts only these slices of the preview
-        image, after a quicker BatchNorm re-estimation, so that a GUI shows the slice the user
-        looks at within seconds; later previews and the final one cover the whole image.
+        ``first_preview_slices``: the first previews cover only these slices of the preview
+        image (the walker's at once, the networks' after the first step, with a quicker
+        BatchNorm re-estimation), so that a GUI shows the slice the user looks at within
+        seconds; later previews and the final one cover the whole image. ``started``: the
+        ``time.perf_counter()`` at which the user's time budget began (reading, building the
+        networks and the walker count in it); the final prediction is kept inside it too.
         """
         cfg = self.config
-        start = time.perf_counter()
+        start = time.perf_counter() if started is None else float(started)
         last_preview = None
         done_here = 0
         lr = cfg.lr
         losses: dict[str, float] = {}
         seed_message = ""
+        self._step_seconds = []
+        plateau = _Plateau()
+        if self.preview is not None and cfg.floor and cfg.preview_every_seconds is not None:
+            # the walker's answer first: seconds before any network has learnt anything
+            pred, picked = self._walker_preview(first_preview_slices)
+            yield self._update(start, done_here, lr, losses, prediction=pred, slices=picked)
+        if self.preview is not None and cfg.floor:
+            # the whole image's walker now, inside the budget, not in the final prediction
+            self._floor_walker(self._native_images[self.preview], self._native_seeds[self.preview])
         while True:
             with self._lock:
                 pending, self._pending_seeds = self._pending_seeds, None
@@ -448,26 +589,22 @@ class TriNetTrainer:
                     seed_message = f"new scribbles ignored: {e}"
                 else:
                     seed_message = ""
+                plateau = _Plateau()  # new strokes: new held-out strokes, a new curve
             elapsed = time.perf_counter() - start
-            progress = cfg.budget_progress(done_here, elapsed)
+            progress = cfg.budget_progress(done_here, elapsed + self._reserve())
             if self._stop.is_set() or (progress is not None and progress >= 1.0):
                 break
+            if cfg.until_plateau and plateau.reached(done_here):
+                break
+            t0 = time.perf_counter()
             losses, lr = self._step(progress)
+            self._step_seconds = (self._step_seconds + [time.perf_counter() - t0])[-5:]
             self.iteration += 1
             done_here += 1
-            elapsed = time.perf_counter() - start
-            update = TrainerUpdate(
-                iteration=self.iteration,
-                total_iterations=(self.iteration - done_here + cfg.iterations)
-                if cfg.iterations
-                else None,
-                elapsed=elapsed,
-                lr=lr,
-                losses=losses,
-                iterations_per_second=done_here / max(elapsed, 1e-9),
-                message=seed_message,
-            )
+            plateau.record(done_here, self._plateau_score())
+            update = self._update(start, done_here, lr, losses, message=seed_message)
             seed_message = ""
+            elapsed = update.elapsed
             due = (
                 cfg.preview_every_seconds is not None
                 and self.preview is not None
@@ -485,24 +622,59 @@ class TriNetTrainer:
                 )
                 last_preview = time.perf_counter() - start
             yield update
-        elapsed = time.perf_counter() - start
-        final = TrainerUpdate(
-            iteration=self.iteration,
-            total_iterations=None,
-            elapsed=elapsed,
-            lr=lr,
-            losses=losses,
-            iterations_per_second=done_here / max(elapsed, 1e-9),
-            done=True,
-            stopped=self._stop.is_set(),
-            message="stopped" if self._stop.is_set() else "finished",
-        )
-        if self.preview is not None and not self._stop.is_set():
-            final.prediction = self.predict(
-                self._native_images[self.preview], seeds=self._native_seeds[self.preview]
-            )
+        stopped = self._stop.is_set()
+        final = self._update(start, done_here, lr, losses, done=True, stopped=stopped)
+        final.total_iterations = None
+        final.message = "stopped" if stopped else "finished"
+        if self.preview is not None and not stopped:
+            final.prediction = self._timed_predict(self.preview)
+            final.elapsed = time.perf_counter() - start
         self._stop.clear()  # a later steps() call resumes; a stop asked before this one counted
         yield final
+
+    def _update(self, start, done_here, lr, losses, prediction=None, slices=None, **kw):
+        elapsed = time.perf_counter() - start
+        cfg = self.config
+        return TrainerUpdate(
+            iteration=self.iteration,
+            total_iterations=(self.iteration - done_here + cfg.iterations)
+            if cfg.iterations
+            else None,
+            elapsed=elapsed,
+            lr=lr,
+            losses=dict(losses),
+            iterations_per_second=done_here / max(elapsed, 1e-9),
+            prediction=prediction,
+            prediction_slices=slices,
+            heldout=dict(self.heldout_scores) or None,
+            **kw,
+        )
+
+    def _reserve(self) -> float:
+        """Seconds a time budget keeps for the next step and the final prediction.
+
+        The final prediction re-estimates BatchNorm (forward passes of training batches) and
+        predicts every slice; a forward pass costs about a third of a step. Measured whole-image
+        predictions replace the estimate when they took longer (a busy machine).
+        """
+        if not self.config.seconds or not self._step_seconds:
+            return 0.0
+        step = float(np.median(self._step_seconds))
+        if self.preview is None:
+            return step
+        slices = self._native_images[self.preview].shape[0]
+        batches = -(-slices // self.config.predict_batch_size)
+        final = step / 3.0 * (BN_RECALIBRATE_BATCHES + batches)
+        if self._predict_seconds is not None:
+            final = max(final, self._predict_seconds)
+        return step + FINAL_RESERVE_FACTOR * final
+
+    def _plateau_score(self) -> float | None:
+        """What ``until_plateau`` watches: the networks' held-out agreement (else their mean
+        agreement with the sure walker pixels)."""
+        if "networks" in self.heldout_scores:
+            return self.heldout_scores["networks"]
+        return float(np.mean(list(self.member_scores.values()))) if self.member_scores else None
 
     def run(self) -> TrainerUpdate:
         """Runs :meth:`steps` to the end and returns the final update."""
@@ -512,29 +684,76 @@ class TriNetTrainer:
         return final
 
     # ------------------------------------------------------------------ inference
+    def _picked(self, slices: Sequence[int] | None) -> list[int] | None:
+        """The valid ``slices`` of the preview image, or None for all of them."""
+        n = self._native_images[self.preview].shape[0]
+        picked = sorted({int(z) for z in slices or () if 0 <= int(z) < n})
+        return None if not picked or len(picked) == n else picked
+
+    def _walker_preview(
+        self, slices: Sequence[int] | None
+    ) -> tuple[Prediction, tuple[int, ...] | None]:
+        """The floor alone (the walker on every stroke), for the first preview."""
+        sel = self._picked(slices)
+        image = self._native_images[self.preview]
+        seeds = self._native_seeds[self.preview]
+        if sel is not None:
+            image, seeds = image[sel], seeds[sel]
+        walker = self._floor_walker(image, seeds)
+        ensemble = apply_shape_prior(
+            walker.argmax(axis=1).astype(np.uint8), seeds, self.shape_prior
+        )
+        pred = Prediction(
+            per_model={},
+            ensemble=ensemble,
+            disagreement=np.zeros(ensemble.shape, np.float32),
+            report=FloorReport(network_share=0.0),
+        )
+        return pred, None if sel is None else tuple(sel)
+
+    def _timed_predict(self, index: int, bn_batches: int = BN_RECALIBRATE_BATCHES) -> Prediction:
+        """Predicts a whole training image with its strokes; remembers how long it took."""
+        t0 = time.perf_counter()
+        pred = self.predict(
+            self._native_images[index],
+            bn_batches=bn_batches,
+            seeds=self._native_seeds[index],
+            heldout=self._native_heldout[index],
+        )
+        if bn_batches == BN_RECALIBRATE_BATCHES:
+            self._predict_seconds = time.perf_counter() - t0
+        return pred
+
     def _preview_prediction(
         self, slices: Sequence[int] | None
     ) -> tuple[Prediction, tuple[int, ...] | None]:
         """A live preview: the whole preview image, or only ``slices`` of it (quicker)."""
-        image = self._native_images[self.preview]
-        seeds = self._native_seeds[self.preview]
-        picked = tuple(sorted({int(z) for z in slices or () if 0 <= int(z) < image.shape[0]}))
-        if not picked or len(picked) == image.shape[0]:
-            return self.predict(image, bn_batches=PREVIEW_BN_BATCHES, seeds=seeds), None
-        sel = list(picked)
-        pred = self.predict(image[sel], bn_batches=PREVIEW_BN_BATCHES, seeds=seeds[sel])
-        return pred, picked
+        sel = self._picked(slices)
+        if sel is None:
+            return self._timed_predict(self.preview, PREVIEW_BN_BATCHES), None
+        pred = self.predict(
+            self._native_images[self.preview][sel],
+            bn_batches=PREVIEW_BN_BATCHES,
+            seeds=self._native_seeds[self.preview][sel],
+            heldout=self._native_heldout[self.preview][sel],
+        )
+        return pred, tuple(sel)
+
+    def strokes_of(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(strokes, held-out strokes) (Z, H, W indices) of ``image`` if it is being trained on.
+
+        Lets a caller that only holds the image (the widget's Predict, the CLI) get the same
+        floor and shape-prior stroke rules as the live previews; None for any other image.
+        """
+        for im, sd, held in zip(self._native_images, self._native_seeds, self._native_heldout):
+            if im.shape == image.shape and np.array_equal(im, image):
+                return sd, held
+        return None
 
     def scribbles_of(self, image: np.ndarray) -> np.ndarray | None:
-        """The current scribbles (Z, H, W indices) of ``image`` if it is one being trained on.
-
-        Lets a caller that only holds the image (the widget's Predict) get the same stroke
-        rules of the shape prior as the live previews; None for any other image.
-        """
-        for im, sd in zip(self._native_images, self._native_seeds):
-            if im.shape == image.shape and np.array_equal(im, image):
-                return sd
-        return None
+        """The current strokes of ``image`` if it is being trained on (see :meth:`strokes_of`)."""
+        found = self.strokes_of(image)
+        return None if found is None else found[0]
 
     @torch.no_grad()
     def predict(
@@ -543,22 +762,46 @@ class TriNetTrainer:
         with_probabilities: bool = False,
         bn_batches: int = BN_RECALIBRATE_BATCHES,
         seeds: np.ndarray | None = None,
+        heldout: np.ndarray | None = None,
+        decision: FloorReport | None = None,
     ) -> Prediction:
-        """Predicts a (Z, C, H, W) image with every network; ensemble = mean probability.
+        """Predicts a (Z, C, H, W) image with every network and combines them with the floor.
 
         The image is taken at its native size and brought to the training's working resolution
         (the same factor, so structures keep the apparent size the networks learnt).
         ``bn_batches``: training batches for the BatchNorm re-estimation of short runs.
-        ``seeds``: the image's scribbles (Z, H, W), for the shape prior's rules that need them.
+        ``seeds``: the image's strokes (Z, H, W indices): with them the walker on those strokes
+        is a member of the ensemble until the networks earn a share (training/floor.py), and
+        the shape prior's stroke rules apply. ``heldout``: held-out strokes, for the report.
+        ``decision``: the floor's weights and share decided on the whole image, for a part of
+        it (one slice), so that the part is predicted as in the whole.
+        Without strokes the networks alone answer, weighted by their running scores.
         """
         if self.iteration < BN_RECALIBRATE_BELOW:
             self._recalibrate_batchnorm(bn_batches)
         probs = predict_models(
             self.models, image, self.device, self.scale, self.config.predict_batch_size
         )
-        return combine_predictions(
-            probs, with_probabilities, self.ensemble_weights(), self.shape_prior, seeds
+        has_strokes = seeds is not None and bool((np.asarray(seeds) >= 0).any())
+        walker = self._floor_walker(image, seeds) if self.config.floor and has_strokes else None
+        report = None
+        weights, share = self.ensemble_weights(), 1.0
+        if walker is not None and decision is not None:
+            report, weights, share = decision, decision.weights, decision.network_share
+        elif walker is not None or (heldout is not None and (heldout >= 0).any()):
+            report = assess(probs, walker, heldout, self.walker_heldout())
+            weights, share = report.weights, report.network_share
+        pred = combine_predictions(
+            probs,
+            with_probabilities,
+            weights,
+            self.shape_prior,
+            seeds,
+            walker=walker,
+            network_share=share,
         )
+        pred.report = report
+        return pred
 
     @torch.no_grad()
     def _recalibrate_batchnorm(self, batches: int = BN_RECALIBRATE_BATCHES) -> None:
@@ -610,7 +853,8 @@ class TriNetTrainer:
             num_classes=self.num_classes,
             iteration=self.iteration,
             working_scale=self.scale,
-            member_scores=dict(self.member_scores),
+            # what weights the members on an image without strokes (see member_score)
+            member_scores={k: v for k in self.keys if (v := self.member_score(k)) is not None},
             slots=[
                 SlotState(
                     key=k,
@@ -646,3 +890,19 @@ class TriNetTrainer:
         self.member_scores = {k: float(scores[k]) for k in self.keys if k in scores}
         for k, v in state.metadata.items():
             self.metadata.setdefault(k, v)
+
+
+class _Plateau:
+    """Tracks the best score and the step it came at, for ``until_plateau``."""
+
+    def __init__(self) -> None:
+        self.best: float | None = None
+        self.best_step = 0
+
+    def record(self, step: int, score: float | None) -> None:
+        if score is not None and (self.best is None or score > self.best + PLATEAU_DELTA):
+            self.best, self.best_step = score, step
+
+    def reached(self, step: int) -> bool:
+        patience = max(PLATEAU_MIN_STEPS, int(PLATEAU_SHARE * step))
+        return self.best is not None and step - self.best_step >= patience

@@ -1,0 +1,170 @@
+"""The anytime floor: the answer on screen is never worse than the random walker's.
+
+The random walker on the user's strokes is computed in a second or two; networks trained from
+nothing need tens of steps to reach it (ACDC: Dice 0.1 after 5 steps, 0.3–0.6 after 25), and a
+busy laptop makes few steps. So the walker's probabilities are a member of the output ensemble
+from the first preview on, and the networks *earn* their share of it:
+
+    p = (1 − s) · p_walker + s · Σ w_i · p_i
+
+with the networks' share ``s`` rising from 0 to :data:`MAX_NETWORK_SHARE` as their weighted
+ensemble comes to agree with the walker where the walker is sure of itself (probability ≥
+:data:`CONFIDENT`; on ACDC those pixels are ~96 % of a slice and 99.5 % right). A network that
+paints structures far from the strokes, or misses a whole structure, disagrees there and gets no
+share; one that agrees decides, with the walker, the pixels where the walker hesitates — which
+is where the walker's errors are. Measured on six ACDC volumes at 5–200 steps (docs/design.md
+"The anytime floor"): the ramp below never left the ensemble more than 0.000 below the walker,
+and put it +0.015 above from 100 steps on; a share above one half let the networks override
+confident walker pixels and cost up to 0.05.
+
+The members' weights come from their agreement with the sure walker pixels too; the
+*held-out strokes* (:mod:`.holdout`), which no network and no teacher has seen, are reported
+beside them and end a training that stops improving (``until_plateau``). Everything here is
+numpy on (Z, K, H, W) probabilities at the image's native size; nothing is modified in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..inference import MEMBER_TEMPERATURE, member_weights
+from .holdout import heldout_agreement
+
+#: Walker probability above which a pixel counts as "the walker is sure".
+CONFIDENT = 0.9
+#: Agreement of the networks with the sure walker pixels at which their share starts to rise,
+#: and at which it reaches its maximum.
+AGREEMENT_RAMP = (0.90, 0.97)
+#: The networks' largest share of the output: at one half they decide where the walker
+#: hesitates and cannot overrule it where it is sure.
+MAX_NETWORK_SHARE = 0.5
+#: The floor's walker runs at the image's size up to this longest side (then it is shrunk):
+#: a 256² slice costs ~0.25 s, a 1920-px endoscopy frame would cost minutes.
+WALKER_MAX_SIDE = 512
+
+
+@dataclass
+class FloorReport:
+    """What the floor measured on one prediction; shown by the CLI and the widget.
+
+    Scores are in [0, 1]; None where they could not be measured (no held-out stroke, no sure
+    walker pixel, no walker at all for an image without strokes).
+    """
+
+    network_share: float = 1.0
+    weights: dict[str, float] = field(default_factory=dict)
+    agreement: dict[str, float | None] = field(default_factory=dict)  # members + "networks"
+    heldout: dict[str, float | None] = field(default_factory=dict)  # members, networks, walker
+
+    def summary(self, titles: Mapping[str, str] | None = None) -> str:
+        """One line: the networks' share and each member's held-out agreement."""
+        titles = titles or {}
+
+        def fmt(v):
+            return "–" if v is None else f"{v:.3f}"
+
+        parts = [f"{titles.get(k, k)} {fmt(v)}" for k, v in self.heldout.items() if k != "walker"]
+        text = f"networks' share {self.network_share:.0%}"
+        if self.heldout:
+            text += (
+                f"; held-out strokes: {', '.join(parts)}, walker {fmt(self.heldout.get('walker'))}"
+            )
+        return text
+
+
+def floor_walker(
+    image: np.ndarray,
+    seeds: np.ndarray,
+    num_classes: int,
+    beta: float,
+    max_side: int = WALKER_MAX_SIDE,
+) -> np.ndarray:
+    """Walker probabilities (Z, K, H, W) of a (Z, C, H, W) image at its size (≤ ``max_side``)."""
+    from ..resolution import (
+        resize_image,
+        resize_seeds,
+        scaled_size,
+        upsample_probabilities,
+        working_scale,
+    )
+    from .pseudo_labels import random_walker_probabilities
+
+    native = tuple(image.shape[-2:])
+    size = scaled_size(native, working_scale(native, max_side))
+    prob = random_walker_probabilities(
+        resize_image(image, size), resize_seeds(seeds, size, num_classes), num_classes, beta
+    )
+    return upsample_probabilities(prob, native)
+
+
+def confident_agreement(
+    prediction: np.ndarray, walker: np.ndarray, threshold: float = CONFIDENT
+) -> float | None:
+    """Mean per-class Dice of a label map against the walker's sure pixels (None: none sure)."""
+    sure = walker.max(axis=1) >= threshold
+    if not sure.any():
+        return None
+    ref = walker.argmax(axis=1)[sure]
+    pred = np.asarray(prediction)[sure]
+    dice = []
+    for c in np.unique(ref):
+        p, t = pred == c, ref == c
+        dice.append(2.0 * np.count_nonzero(p & t) / (np.count_nonzero(p) + np.count_nonzero(t)))
+    return float(np.mean(dice))
+
+
+def network_share(
+    agreement: float | None,
+    ramp: tuple[float, float] = AGREEMENT_RAMP,
+    max_share: float = MAX_NETWORK_SHARE,
+) -> float:
+    """The networks' share of the output for their agreement with the sure walker pixels."""
+    if agreement is None:
+        return 0.0
+    lo, hi = ramp
+    return float(max_share * np.clip((agreement - lo) / max(hi - lo, 1e-9), 0.0, 1.0))
+
+
+def assess(
+    member_probs: Mapping[str, np.ndarray],
+    walker: np.ndarray | None,
+    heldout: np.ndarray | None = None,
+    walker_heldout: float | None = None,
+    temperature: float = MEMBER_TEMPERATURE,
+    ramp: tuple[float, float] = AGREEMENT_RAMP,
+    max_share: float = MAX_NETWORK_SHARE,
+) -> FloorReport:
+    """Weights of the members and the networks' share of the output, from label-free scores.
+
+    ``walker``: the floor walker's probabilities on the same pixels (None: no strokes on this
+    image, the networks alone answer). ``heldout``: held-out stroke indices (Z, H, W), -1
+    elsewhere; ``walker_heldout``: the agreement of a walker seeded *without* them (for the
+    report: the floor walker saw every stroke).
+    """
+    keys = list(member_probs)
+    labels = {k: p.argmax(axis=1) for k, p in member_probs.items()}
+    report = FloorReport()
+    if heldout is not None:
+        report.heldout = {k: heldout_agreement(labels[k], heldout) for k in keys}
+    if walker is not None:
+        report.agreement = {k: confident_agreement(labels[k], walker) for k in keys}
+    # weights from the sure walker pixels: they depend only on the image, its strokes and the
+    # networks, so a saved and reloaded trio weighs its members exactly as before (held-out
+    # strokes are the trainer's secret); held-out agreement only where there is no walker
+    scores = {k: report.agreement.get(k, report.heldout.get(k)) for k in keys}
+    report.weights = member_weights(
+        {k: v for k, v in scores.items() if v is not None}, keys, temperature
+    ) or {k: 1.0 / len(keys) for k in keys}
+    nets = sum(report.weights[k] * member_probs[k] for k in keys).argmax(axis=1)
+    if heldout is not None:
+        report.heldout["networks"] = heldout_agreement(nets, heldout)
+        report.heldout["walker"] = walker_heldout
+    if walker is None:
+        report.network_share = 1.0
+    else:
+        report.agreement["networks"] = confident_agreement(nets, walker)
+        report.network_share = network_share(report.agreement["networks"], ramp, max_share)
+    return report

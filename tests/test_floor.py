@@ -1,0 +1,114 @@
+"""The anytime floor's parts: held-out strokes, walker probabilities, the networks' share."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medseg.training.floor import (
+    AGREEMENT_RAMP,
+    MAX_NETWORK_SHARE,
+    assess,
+    confident_agreement,
+    floor_walker,
+    network_share,
+)
+from napari_medseg.training.holdout import heldout_agreement, split_strokes
+from napari_medseg.training.pseudo_labels import random_walker_labels, random_walker_probabilities
+
+
+def _disc_image(n=48):
+    yy, xx = np.mgrid[:n, :n]
+    disc = (yy - n / 2) ** 2 + (xx - n / 2) ** 2 < (n / 4) ** 2
+    image = np.where(disc, 0.8, 0.2).astype(np.float32)[None, None]  # (1, 1, H, W)
+    seeds = np.full((1, n, n), -1, dtype=np.int64)
+    seeds[0, 2:4, 4 : n - 4] = 0  # a background stroke along the top
+    seeds[0, n - 4 : n - 2, 4 : n - 4] = 0
+    seeds[0, n // 2, n // 2 - 6 : n // 2 + 6] = 1  # a stroke inside the disc
+    return image, seeds, disc
+
+
+def test_split_strokes_partitions_the_strokes_and_is_deterministic():
+    _, seeds, _ = _disc_image(64)
+    train, held = split_strokes(seeds, fraction=0.3, seed=1, tile=4)
+    drawn = seeds >= 0
+    assert not ((train >= 0) & (held >= 0)).any()  # disjoint
+    assert np.array_equal((train >= 0) | (held >= 0), drawn)  # together: every stroke
+    both = np.where(train >= 0, train, held)
+    assert np.array_equal(both[drawn], seeds[drawn])  # classes kept
+    assert (held >= 0).any()
+    for c in (0, 1):  # every class keeps strokes to train on
+        assert (train == c).any()
+    again, held2 = split_strokes(seeds, fraction=0.3, seed=1, tile=4)
+    assert np.array_equal(held, held2) and np.array_equal(train, again)
+    assert not np.shares_memory(train, seeds)
+
+
+def test_split_strokes_keeps_short_strokes_whole():
+    seeds = np.full((1, 32, 32), -1, dtype=np.int64)
+    seeds[0, 5, 5:7] = 0  # one tile only
+    seeds[0, 20, 20:22] = 1
+    train, held = split_strokes(seeds, fraction=0.5, tile=8)
+    assert (held < 0).all() and np.array_equal(train, seeds)
+    train0, held0 = split_strokes(seeds, fraction=0.0)
+    assert (held0 < 0).all()
+
+
+def test_heldout_agreement_is_a_per_class_mean():
+    held = np.full((1, 4, 4), -1)
+    held[0, 0, :] = 0  # 4 background pixels
+    held[0, 3, 0] = 1  # 1 structure pixel
+    pred = np.zeros((1, 4, 4), dtype=int)  # background everywhere: structure missed
+    assert heldout_agreement(pred, held) == pytest.approx(0.5)
+    assert heldout_agreement(pred, np.full((1, 4, 4), -1)) is None
+
+
+def test_walker_probabilities_sum_to_one_and_say_when_they_know_nothing():
+    image, seeds, disc = _disc_image()
+    prob = random_walker_probabilities(image, seeds, 3, beta=2000)
+    assert prob.shape == (1, 3, 48, 48)
+    np.testing.assert_allclose(prob.sum(axis=1), 1.0, atol=1e-5)
+    assert (prob[:, 2] == 0).all()  # class 2 has no stroke
+    assert ((prob.argmax(1)[0] == 1) == disc).mean() > 0.97
+    one_class = np.where(seeds == 1, -1, seeds)
+    flat = random_walker_probabilities(image, one_class, 2, beta=2000)
+    assert np.allclose(flat[0, :, 24, 24], 0.5)  # background strokes alone: no boundary
+    assert flat[0, 0, 2, 10] == 1.0  # the strokes themselves stay certain
+    labels = random_walker_labels(image, one_class, 2, beta=2000)
+    assert labels[0, 24, 24] == -1 and labels[0, 2, 10] == 0
+
+
+def test_floor_walker_works_above_its_size_limit():
+    image, seeds, disc = _disc_image(64)
+    prob = floor_walker(image, seeds, 2, beta=2000, max_side=32)
+    assert prob.shape == (1, 2, 64, 64)
+    assert ((prob.argmax(1)[0] == 1) == disc).mean() > 0.95
+
+
+def test_network_share_ramps_from_nothing_to_half():
+    lo, hi = AGREEMENT_RAMP
+    assert network_share(None) == 0.0
+    assert network_share(lo - 0.1) == 0.0
+    assert network_share(hi + 0.01) == pytest.approx(MAX_NETWORK_SHARE)
+    assert 0 < network_share((lo + hi) / 2) < MAX_NETWORK_SHARE
+
+
+def test_assess_gives_no_share_to_networks_that_contradict_a_sure_walker():
+    image, seeds, disc = _disc_image()
+    walker = random_walker_probabilities(image, seeds, 2, beta=2000)
+    truth = disc.astype(int)[None]
+    good = np.stack([1 - truth, truth], axis=1).astype(np.float32)
+    bad = np.stack([truth, 1 - truth], axis=1).astype(np.float32)  # everything inverted
+    assert confident_agreement(truth, walker) > 0.97
+    report = assess({"a": bad, "b": bad}, walker)
+    assert report.network_share == 0.0
+    report = assess({"a": good, "b": bad}, walker)
+    assert report.weights["a"] > 0.99  # the member that agrees takes the weight
+    assert report.network_share == pytest.approx(MAX_NETWORK_SHARE)
+    alone = assess({"a": good}, None)  # no strokes on this image: no floor
+    assert alone.network_share == 1.0
+    held = np.full(truth.shape, -1)
+    held[0, 24, 20:28] = 1
+    report = assess({"a": good, "b": bad}, walker, held, walker_heldout=0.75)
+    assert report.heldout == {"a": 1.0, "b": 0.0, "networks": 1.0, "walker": 0.75}
+    assert "share 50%" in report.summary()
