@@ -104,11 +104,76 @@ def test_assess_gives_no_share_to_networks_that_contradict_a_sure_walker():
     assert report.network_share == 0.0
     report = assess({"a": good, "b": bad}, walker)
     assert report.weights["a"] > 0.99  # the member that agrees takes the weight
-    assert report.network_share == pytest.approx(MAX_NETWORK_SHARE)
+    # the full share, scaled by the part of the image where the walker is sure
+    sure = float(np.mean(walker.max(axis=1) >= 0.9))
+    assert 0.5 < report.sure_fraction == pytest.approx(sure)
+    assert report.network_share == pytest.approx(MAX_NETWORK_SHARE * sure)
     alone = assess({"a": good}, None)  # no strokes on this image: no floor
     assert alone.network_share == 1.0
     held = np.full(truth.shape, -1)
     held[0, 24, 20:28] = 1
     report = assess({"a": good, "b": bad}, walker, held, walker_heldout=0.75)
     assert report.heldout == {"a": 1.0, "b": 0.0, "networks": 1.0, "walker": 0.75}
-    assert "share 50%" in report.summary()
+    assert "networks' share" in report.summary()
+
+
+def _synthetic(kind: str, seed: int = 0):
+    """A bright disc on noise with a stroke inside and a background stroke around it."""
+    rng = np.random.default_rng(seed)
+    n = 40
+    yy, xx = np.mgrid[:n, :n]
+    disc = (yy - 20) ** 2 + (xx - 18) ** 2 < 9**2
+    grey = (np.where(disc, 0.7, 0.3) + rng.normal(0, 0.08, (n, n))).astype(np.float32)
+    scr = np.zeros((n, n), np.uint8)
+    scr[2:4, 3:37] = 1
+    scr[36:38, 3:37] = 1
+    scr[20, 13:24] = 2
+    truth = disc.astype(np.uint8) + 1
+    if kind == "rgb":
+        return np.stack([grey, grey * 0.8, 1 - grey], axis=-1), scr, truth
+    if kind == "stack":
+        return (
+            np.stack([grey, grey[::-1]]),
+            np.stack([scr, scr[::-1]]),
+            np.stack([truth, truth[::-1]]),
+        )
+    return grey, scr, truth
+
+
+@pytest.mark.parametrize("kind", ["gray", "rgb", "stack"])
+@pytest.mark.parametrize("steps", [1, 3])
+def test_the_answer_after_a_few_steps_is_the_walkers(kind, steps):
+    """The floor pinned: after 1 or 3 steps the networks have earned nothing, and the
+    ensemble is exactly the walker's answer on every stroke (never worse than it)."""
+    from napari_medseg.training import TrainConfig
+    from napari_medseg.workflow import Task, Workflow
+
+    image, scr, truth = _synthetic(kind)
+    wf = Workflow(Task())
+    cfg = TrainConfig(
+        models=("unet", "unet"), iterations=steps, device="cpu", preview_every_seconds=None
+    )
+    final = list(wf.train([(image, scr)], cfg))[-1]
+    seg = final.segmentation
+    assert final.iteration == steps
+    assert seg.report.network_share == 0.0
+    inp = wf.inputs[0]
+    walker = floor_walker(inp.images[0], inp.seeds[0], 2, beta=cfg.rw_beta).argmax(1) + 1
+    walker = walker if kind == "stack" else walker[0]
+    np.testing.assert_array_equal(seg.ensemble, walker)
+    assert ((seg.ensemble == 2) == (truth == 2)).mean() > 0.95  # and the walker is good here
+
+
+def test_networks_that_agree_with_the_sure_walker_get_their_share():
+    from napari_medseg.inference import combine_predictions
+
+    image, seeds, disc = _disc_image()
+    walker = random_walker_probabilities(image, seeds, 2, beta=2000)
+    truth = disc.astype(int)[None]
+    good = np.stack([1 - truth, truth], axis=1).astype(np.float32) * 0.9 + 0.05
+    report = assess({"a": good}, walker)
+    pred = combine_predictions(
+        {"a": good}, weights=report.weights, walker=walker, network_share=report.network_share
+    )
+    assert report.network_share == pytest.approx(MAX_NETWORK_SHARE * report.sure_fraction)
+    assert ((pred.ensemble[0] == 1) == disc).mean() > 0.97
