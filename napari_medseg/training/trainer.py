@@ -416,11 +416,11 @@ class TriNetTrainer:
             cx = xs[k] + int(self._rng.integers(-p // 3, p // 3 + 1))
             y0 = int(np.clip(cy - p // 2, min(0, h - p), max(0, h - p)))
             x0 = int(np.clip(cx - p // 2, min(0, w - p), max(0, w - p)))
-            if h < p:
-                y0 = -((p - h) // 2)
-            if w < p:
-                x0 = -((p - w) // 2)
-            imgs.append(self._crop(img, y0, x0, p, 0.0))
+            # a slice smaller than the crop is seen as prediction sees it: extended at its
+            # bottom and right by reflection (PadToMultiple), not framed by zeros — zero
+            # frames shift the token networks' grids (Dice 0.2 zero-shot on new patients)
+            y0, x0 = max(y0, 0), max(x0, 0)
+            imgs.append(self._crop(_reflect_to(img, p), y0, x0, p, 0.0))
             segs.append(self._crop(sd, y0, x0, p, IGNORE_INDEX))
             if rw is not None:
                 rws.append(self._crop(rw[i][z], y0, x0, p, IGNORE_INDEX))
@@ -890,6 +890,16 @@ class TriNetTrainer:
         self.member_scores = {k: float(scores[k]) for k in self.keys if k in scores}
         for k, v in state.metadata.items():
             self.metadata.setdefault(k, v)
+
+
+def _reflect_to(image: np.ndarray, size: int) -> np.ndarray:
+    """(C, h, w) extended at the bottom and right to at least ``size`` as the networks' own
+    padding does (reflect; replicate where the image is too small to reflect)."""
+    ph, pw = max(0, size - image.shape[-2]), max(0, size - image.shape[-1])
+    if not ph and not pw:
+        return image
+    mode = "reflect" if ph < image.shape[-2] and pw < image.shape[-1] else "edge"
+    return np.pad(image, ((0, 0), (0, ph), (0, pw)), mode=mode)
 
 
 class _Plateau:
