@@ -177,3 +177,34 @@ def test_networks_that_agree_with_the_sure_walker_get_their_share():
     )
     assert report.network_share == pytest.approx(MAX_NETWORK_SHARE * report.sure_fraction)
     assert ((pred.ensemble[0] == 1) == disc).mean() > 0.97
+
+
+def test_a_slice_with_strokes_of_one_class_is_not_handed_to_the_networks():
+    """ACDC marks slices without a structure by background strokes only: the walker cannot
+    draw a boundary there, and networks granted a share must not paint the structure over
+    it; a slice without any stroke is still theirs."""
+    from napari_medseg.inference import combine_predictions
+
+    image, seeds, disc = _disc_image()
+    stack = np.concatenate([image, image, image])  # (3, 1, H, W)
+    strokes = np.concatenate([seeds, np.full_like(seeds, -1), np.full_like(seeds, -1)])
+    strokes[1][seeds[0] == 0] = 0  # slice 1: background strokes only; slice 2: none
+    walker = floor_walker(stack, strokes, 2, beta=2000)
+    assert (walker[1, 0][strokes[1] < 0] > 0.5).all()  # leans to the one class drawn
+    np.testing.assert_allclose(walker[2], 0.5)  # no stroke: the walker knows nothing
+    truth = np.repeat(disc.astype(int)[None], 3, axis=0)
+    paint = np.stack([1 - truth, truth], axis=1).astype(np.float32) * 0.9 + 0.05
+    report = assess({"a": paint}, walker)
+    assert report.network_share > 0.1  # they agree with slice 0's sure pixels
+    ens = combine_predictions(
+        {"a": paint}, weights=report.weights, walker=walker, network_share=report.network_share
+    ).ensemble
+    assert not ens[1].any()  # slice 1 stays background
+    assert ((ens[2] == 1) == disc).mean() > 0.97  # slice 2: the networks' disc
+    assert ((ens[0] == 1) == disc).mean() > 0.97
+    # full share and sure networks may overrule the lean
+    assert combine_predictions(
+        {"a": truth[:, None].repeat(2, 1) * np.array([0.0, 1.0])[None, :, None, None]},
+        walker=walker,
+        network_share=MAX_NETWORK_SHARE + 0.01,
+    ).ensemble[1].any()
