@@ -285,7 +285,10 @@ def run(args: argparse.Namespace) -> dict:
     if stalls:
         Path(args.trace_gaps).write_text("\n".join(stalls))
         print(f"GUI-thread stacks during stalls: {args.trace_gaps}")
-    viewer.close()
+    try:
+        viewer.close()
+    except RuntimeError:  # Qt 6 may have deleted the window's QtViewer already
+        pass
     return result
 
 
