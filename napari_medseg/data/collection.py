@@ -113,6 +113,7 @@ class Collection:
     seed: int = 0
     test_stems: int = 0
     warnings: list[str] = field(default_factory=list)
+    fold: int | None = None  # ACDC: only this fold's training patients (acdc_fold)
 
     @property
     def name(self) -> str:
@@ -121,6 +122,32 @@ class Collection:
     @property
     def has_truth(self) -> bool:
         return all(it.truth is not None for it in self.items)
+
+    def restricted(self, keep, what: str) -> Collection:
+        """The same collection with only the items ``keep(item)`` accepts (``what`` names the
+        rule in the error when none is left)."""
+        from dataclasses import replace
+
+        items = [it for it in self.items if keep(it)]
+        if not items:
+            raise DatasetError(f"no file of {self.folder} is left for {what}")
+        return replace(self, items=items)
+
+    def acdc_fold(self, fold: int) -> Collection:
+        """Only the training patients of ACDC fold ``fold`` (1..5; its 20 test patients are
+        never trained or validated on)."""
+        from .datasets import acdc_fold_patients
+
+        if self.layout != "acdc":
+            raise DatasetError(f"--fold selects ACDC patients; {self.folder} is not ACDC volumes")
+        try:
+            train, _ = acdc_fold_patients(fold)
+        except ValueError as e:
+            raise DatasetError(str(e)) from None
+        numbers = {f"patient{p:03d}" for p in train}
+        kept = self.restricted(lambda it: it.group in numbers, f"the patients of fold{fold}")
+        kept.fold = int(fold)
+        return kept
 
     # ------------------------------------------------------------------ split
     def split(
