@@ -334,7 +334,7 @@ def card_text(checkpoint: Checkpoint) -> str:
     run = card.get("run")
     steps = f"{card.get('iteration')} steps"
     if run:
-        steps += f" ({run.get('steps')} steps, {run.get('seconds', 0.0):.0f} s in this run)"
+        steps += f" (this dataset run: {run.get('steps')} steps, {run.get('seconds', 0.0):.0f} s)"
     lines.append(f"  trained:        {steps}")
     val = card.get("validation")
     if val:
