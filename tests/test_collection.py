@@ -120,6 +120,17 @@ def test_an_acdc_fold_keeps_its_test_patients_out(tmp_path):
         open_collection(scribble_folder(tmp_path / "s")).acdc_fold(1)
 
 
+def test_train_data_with_a_fold_trains_on_that_folds_patients_only(tmp_path):
+    data = acdc_folder(tmp_path / "v", patients=(1, 21, 22, 23))
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--fold", "fold1", "--out", str(out)]
+    assert main([*args, "--iterations", "1", "--validate-every", "0", *FAST]) == 0
+    trained = load_checkpoint(out / "model.pt").card["trained_on"]
+    # patients 21-23 (6 volumes): one held out for validation, patient 1 never seen
+    assert trained["acdc_fold"] == 1 and trained["images"] == 4
+    assert trained["validation_images"] == 2
+
+
 def test_split_json_keeps_test_stems_out(tmp_path):
     root = mask_folder(tmp_path / "k", n=5)
     (root / "split.json").write_text('{"train": ["frame0", "frame1", "frame2"], "test": ["x"]}')
