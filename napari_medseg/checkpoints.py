@@ -61,6 +61,9 @@ class Checkpoint:
     metadata: dict = field(default_factory=dict)
     version: int = VERSION
     source: str = field(default="the checkpoint", compare=False)
+    # the model card (build_card): what the trio is for and what it was trained on, in plain
+    # types; {} in files saved before cards existed
+    card: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ views
     @property
@@ -114,6 +117,7 @@ class Checkpoint:
                 for s in self.slots
             ],
             "metadata": dict(self.metadata),
+            "card": dict(self.card),
         }
 
     @classmethod
@@ -142,6 +146,7 @@ class Checkpoint:
                 metadata=dict(state.get("metadata") or {}),
                 version=int(state.get("version", VERSION)),
                 source=source,
+                card=dict(state.get("card") or {}),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(
@@ -241,3 +246,107 @@ def models_from_checkpoint(checkpoint: Checkpoint, device: str | torch.device = 
         m.load_state_dict(slot.state_dict)
         models[slot.key] = m.to(device).eval()
     return models
+
+
+# ---------------------------------------------------------------------- model cards
+def build_card(
+    checkpoint: Checkpoint,
+    *,
+    trained_on: dict | None = None,
+    validation: dict | None = None,
+    run: dict | None = None,
+    base: dict | None = None,
+) -> dict:
+    """The model card of ``checkpoint``: plain types, saved with it, printed by ``info``.
+
+    What the checkpoint itself knows (classes, channels, preset, models, working size) is
+    read from it; ``trained_on`` (dataset name, images, scribbled pixels...), ``validation``
+    (Dice on held-out files), ``run`` (steps and seconds of the run, for a resume) and
+    ``base`` (the card's ``trained_on`` of the model it was fine-tuned from) come from the
+    caller, which alone knows them.
+    """
+    from datetime import datetime, timezone
+
+    from . import __version__
+    from .data.normalization import describe_normalisation
+
+    names = checkpoint.class_names
+    values = checkpoint.classes.values
+    config = checkpoint.config or {}
+    card = {
+        "classes": [
+            {"value": int(v), "name": names[i] if i < len(names) else f"class {v}"}
+            for i, v in enumerate(values)
+        ],
+        "unlabelled": int(checkpoint.classes.unlabelled),
+        "image": {
+            "kind": str(checkpoint.metadata.get("kind", "auto")),
+            "channels": int(checkpoint.in_channels),
+        },
+        "normalisation": describe_normalisation(checkpoint.in_channels),
+        "working_size": {
+            "max_side": config.get("max_side"),
+            "scale": float(checkpoint.working_scale),
+        },
+        "preset": checkpoint.preset,
+        "models": list(checkpoint.models),
+        "iteration": int(checkpoint.iteration),
+        "trained_on": dict(trained_on or {}),
+        "validation": dict(validation) if validation else None,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "version": __version__,
+    }
+    if run:
+        card["run"] = dict(run)
+    if base:
+        card["fine_tuned_from"] = dict(base)
+    return card
+
+
+def card_text(checkpoint: Checkpoint) -> str:
+    """The model card as lines for people (what ``napari-medseg info`` prints).
+
+    A checkpoint saved before cards existed gets what its own fields say, and a note.
+    """
+    card = checkpoint.card or build_card(checkpoint)
+    lines = [f"model card of {checkpoint.source}"]
+    if not checkpoint.card:
+        lines.append("  (saved without a card: only what the file itself records)")
+    classes = ", ".join(f"{c['value']} {c['name']}" for c in card.get("classes", []))
+    lines.append(f"  classes:        {classes}  (unlabelled: {card.get('unlabelled')})")
+    image = card.get("image", {})
+    lines.append(
+        f"  images:         {channel_kind(image.get('channels', 1))}, kind {image.get('kind')}"
+    )
+    lines.append(f"  normalisation:  {card.get('normalisation')}")
+    size = card.get("working_size", {})
+    side = size.get("max_side") or "native"
+    lines.append(f"  working size:   longest side {side} (scale {size.get('scale', 1.0):.3g})")
+    lines.append(f"  preset/models:  {card.get('preset')} — {', '.join(card.get('models', []))}")
+    trained = card.get("trained_on") or {}
+    if trained:
+        parts = [f"{k.replace('_', ' ')} {v}" for k, v in trained.items() if v is not None]
+        lines.append(f"  trained on:     {'; '.join(parts)}")
+    base = card.get("fine_tuned_from")
+    if base:
+        parts = [f"{k.replace('_', ' ')} {v}" for k, v in base.items() if v is not None]
+        lines.append(f"  fine-tuned from: {'; '.join(parts)}")
+    run = card.get("run")
+    steps = f"{card.get('iteration')} steps"
+    if run:
+        steps += f" (this dataset run: {run.get('steps')} steps, {run.get('seconds', 0.0):.0f} s)"
+    lines.append(f"  trained:        {steps}")
+    val = card.get("validation")
+    if val:
+        members = val.get("members") or {}
+        extra = ", ".join(f"{k} {v:.4f}" for k, v in members.items())
+        lines.append(
+            f"  validation:     Dice {val.get('dice', float('nan')):.4f} (ensemble, mean over "
+            f"foreground classes) on {val.get('images')} file(s) at step {val.get('step')}"
+            + (f"; {extra}" if extra else "")
+        )
+    else:
+        lines.append("  validation:     none")
+    saved = f"{card.get('date', '?')} by napari-medseg {card.get('version')}"
+    lines.append(f"  saved:          {saved}")
+    return "\n".join(lines)

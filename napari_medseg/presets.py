@@ -48,6 +48,17 @@ RECIPES: dict[str, dict] = {
 }
 
 
+#: What training on a dataset changes in each preset's recipe (``Workflow.prepare_dataset``,
+#: for the fields the user left unset). ``lite`` switches augmentation back on: it is off for
+#: one image because the networks predict the very image they learn from, while a dataset's
+#: trio must predict images it never saw (docs/design.md "Cross-image training"; not yet
+#: measured against the per-image recipe — ``--no-augment`` gives the latter).
+DATASET_RECIPES: dict[str, dict] = {
+    "lite": dict(augment=True),
+    "paper": dict(),
+}
+
+
 def check_preset(name: str) -> str:
     """``name`` if it is a preset; a :class:`~napari_medseg.errors.ConfigError` listing them."""
     if name not in PRESETS:
@@ -67,3 +78,8 @@ def default_preset(device) -> str:
     """
     kind = getattr(device, "type", str(device).split(":")[0])
     return "paper" if kind == "cuda" else "lite"
+
+
+def dataset_recipe(name: str) -> dict:
+    """What :data:`DATASET_RECIPES` changes for a dataset in preset ``name`` (a copy)."""
+    return dict(DATASET_RECIPES[check_preset(name)])

@@ -28,8 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoints import Checkpoint, channels_error, load_checkpoint, save_checkpoint
+from .checkpoints import (
+    Checkpoint,
+    build_card,
+    channels_error,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .data.classes import ClassMap
+from .data.collection import Collection, CollectionItem
 from .data.normalization import normalize_image, restore_layout
 from .data.validation import validate_inputs, validate_scribble_update
 from .errors import InputError, MedsegError
@@ -131,6 +138,66 @@ class Progress(TrainerUpdate):
 
     run_step: int = 0
     segmentation: Segmentation | None = None
+    # dataset training (Workflow.train_dataset): the validation just measured, the
+    # checkpoint just written
+    validation: Validation | None = None
+    saved: Path | None = None
+
+
+@dataclass
+class Validation:
+    """The trio on a dataset's validation files, against their dense labels.
+
+    ``dice``: the ensemble's Dice, per foreground class (every class but the first) averaged
+    over the files (a volume is scored in 3-D), then over the classes; ``per_class`` those
+    class means; ``members`` the same mean for each network; ``step`` the trainer's iteration.
+    """
+
+    dice: float
+    per_class: dict[int, float]
+    members: dict[str, float]
+    images: int
+    step: int
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "dice": float(self.dice),
+            "per_class": {str(k): float(v) for k, v in self.per_class.items()},
+            "members": {k: float(v) for k, v in self.members.items()},
+            "images": int(self.images),
+            "step": int(self.step),
+        }
+
+
+@dataclass
+class DatasetInputs:
+    """What :meth:`Workflow.prepare_dataset` read: the split and what was trained on."""
+
+    collection: Collection
+    train: list[CollectionItem]
+    val: list[CollectionItem]
+    val_fraction: float
+    split_seed: int
+    slices: int = 0
+    scribbled_pixels: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def trained_on(self) -> dict:
+        c = self.collection
+        return {
+            "dataset": c.name,
+            "folder": str(c.folder.resolve()),
+            "layout": c.layout,
+            "images": len(self.train) - len(self.skipped),
+            "slices": self.slices,
+            "scribbled_pixels": self.scribbled_pixels,
+            "simulated_scribbles": c.simulated,
+            "validation_images": len(self.val),
+            "validation_fraction": self.val_fraction,
+            "split_seed": self.split_seed,
+            **({"acdc_fold": c.fold} if c.fold is not None else {}),
+        }
 
 
 def write_segmentation(
@@ -163,6 +230,14 @@ class Workflow:
         # the floor's last whole-image decision per (image, strokes): a slice predicted alone
         # is combined as it was in the whole image
         self._decisions: OrderedDict[bytes, object] = OrderedDict()
+        # what the card says the trio was trained on (set by set_inputs / prepare_dataset)
+        self.trained_on: dict = {}
+        self.dataset: DatasetInputs | None = None
+        self.validation: Validation | None = None
+        self._run = (0, 0.0)  # (steps, seconds) of a dataset run before this process
+        self._run_now = (0, 0.0)  # ... and up to the last step
+        self._resumed = False  # the base is this dataset run's own last checkpoint
+        self.distributed = None  # training.distributed.Distributed under torchrun
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Workflow:
@@ -230,6 +305,12 @@ class Workflow:
         if any(t.images[0].shape[1] != first.images[0].shape[1] for t in inputs):
             raise InputError("all images must be grayscale, or all RGB — not a mix")
         self.inputs = inputs
+        self.dataset = None
+        self.trained_on = {
+            "dataset": None,
+            "images": len(inputs),
+            "scribbled_pixels": int(sum(int((t.seeds[0] >= 0).sum()) for t in inputs)),
+        }
         self.task = replace(
             task,
             class_values=first.class_values,
@@ -240,6 +321,8 @@ class Workflow:
 
     def build(self, config: TrainConfig) -> None:
         """Builds the networks for the inputs (fine-tuning the base, when there is one)."""
+        if self.dataset is not None and not self.inputs:
+            raise MedsegError("a dataset is built by prepare_dataset(), not build()")
         if not self.inputs:
             raise MedsegError("no images to train on yet — call set_inputs() first")
         self.trainer = None  # a half-built trainer must never be continued
@@ -280,13 +363,15 @@ class Workflow:
             raise MedsegError("nothing to train yet — give an image and its scribbles")
         return self._steps(preview_slice, started)
 
-    def _steps(self, preview_slice: int | None, started: float | None) -> Iterator[Progress]:
+    def _steps(
+        self, preview_slice: int | None, started: float | None, already=(0, 0.0)
+    ) -> Iterator[Progress]:
         trainer = self.trainer
-        kind = self.inputs[trainer.preview or 0].kind
+        kind = self.inputs[trainer.preview or 0].kind if self.inputs else "stack"
         # a 2-D image is one slice: its first preview is the whole image
         first = (int(preview_slice),) if kind == "stack" and preview_slice is not None else (0,)
         start = trainer.iteration
-        for upd in trainer.steps(first_preview_slices=first, started=started):
+        for upd in trainer.steps(first_preview_slices=first, started=started, already=already):
             seg = None
             if upd.prediction is not None:
                 slices = upd.prediction_slices if kind == "stack" else None
@@ -336,6 +421,257 @@ class Workflow:
         """Forgets the trainer (e.g. after the accelerator ran out of memory); the base stays."""
         self.trainer = None
         self.inputs = []
+
+    # ------------------------------------------------------------------ datasets
+    def prepare_dataset(
+        self,
+        collection: Collection,
+        config: TrainConfig,
+        *,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        resume: bool = False,
+    ) -> list[str]:
+        """Reads a dataset's training files and builds the trio for them; returns warnings.
+
+        ``val_fraction`` of the files (of the patients, for ACDC) are held out and scored by
+        :meth:`validate`. Each file is read, normalised and brought to the working resolution
+        one at a time; only the working-resolution copies are kept (a dataset's images at
+        full size would not fit). The working resolution is the base's when fine-tuning or
+        resuming, else the one that brings the *median* longest side to ``max_side`` (one
+        factor for all images, as prediction applies one; the largest frames are then trained
+        on in crops). ``resume``: the base is this run's own last checkpoint: its budget, step
+        count and learning-rate schedule continue (:meth:`train_dataset`).
+        """
+        from .data.classes import channel_kind
+        from .data.collection import DatasetError
+        from .device import resolve_device
+        from .presets import dataset_recipe, default_preset
+        from .resolution import resize_image, resize_seeds, scaled_size, working_scale
+        from .training.distributed import from_environment
+
+        train, val = collection.split(val_fraction, split_seed)
+        # under torchrun: this process trains on its shard; rank 0 alone validates and saves
+        distributed = from_environment(resolve_device(config.device))
+        if distributed is not None:
+            train = distributed.shard(train)
+            if not train:
+                raise DatasetError(
+                    f"{distributed.world} processes but only {len(collection.items) - len(val)} "
+                    "training file(s) — start at most one process per training file"
+                )
+        classes = ClassMap(collection.class_values, collection.unlabelled)
+        base = self.base
+        if base is not None and base.num_classes != classes.num_classes:
+            from .errors import CheckpointError
+
+            raise CheckpointError(
+                f"{base.source} was trained for {base.num_classes} classes but {collection.folder}"
+                f" holds {classes.num_classes} ({list(classes.values)}) — start from scratch or "
+                "from a model with the same classes"
+            )
+        names = collection.class_names or (base.class_names if base is not None else ())
+        preset = config.preset or default_preset(resolve_device(config.device))
+        for k, v in dataset_recipe(preset).items():  # a dataset's recipe, unless told
+            if getattr(config, k) is None:
+                setattr(config, k, v)
+        config.resolve(preset)
+        if base is not None:
+            scale = base.working_scale
+        else:
+            sides = sorted(max(it.shape[-2:]) for it in train)
+            median = sides[len(sides) // 2]
+            scale = working_scale((median, median), config.max_side)
+        images, seeds, skipped = [], [], []
+        warnings = list(collection.warnings)
+        kind, channels, pixels, slices = collection.kind, None, 0, 0
+        for it in train:
+            sample = collection.read(it, truth=False)
+            norm = normalize_image(sample.image, collection.kind)
+            scr = np.asarray(sample.scribbles)
+            if scr.shape != tuple(norm.spatial_shape):
+                raise DatasetError(
+                    f"{it.scribbles or it.image}: scribbles of shape {scr.shape} do not match "
+                    f"the image's {tuple(norm.spatial_shape)} — draw them on this image"
+                )
+            seed = classes.to_indices(scr if norm.kind == "stack" else scr[None])
+            if not (seed >= 0).any():
+                skipped.append(it.name)
+                continue
+            data = norm.data
+            if channels is None:
+                channels, kind = int(data.shape[1]), norm.kind
+            elif data.shape[1] != channels:
+                raise DatasetError(
+                    f"{it.image} is {channel_kind(data.shape[1])} but the dataset's first image "
+                    f"is {channel_kind(channels)} — a dataset's images are all grey or all RGB"
+                )
+            size = scaled_size(data.shape[-2:], scale)
+            images.append(resize_image(data, size))
+            seeds.append(resize_seeds(seed, size, classes.num_classes))
+            pixels += int((seed >= 0).sum())
+            slices += int(((seed >= 0).reshape(seed.shape[0], -1)).any(1).sum())
+        if skipped:
+            warnings.append(f"{len(skipped)} file(s) without strokes left out: {skipped[:5]}")
+        if not images:
+            raise DatasetError(f"no file of {collection.folder} holds a stroke to train on")
+        n_train, n_skipped = len(train), len(skipped)
+        if distributed is not None:  # the card counts every process's files
+            n_train, slices, pixels, n_skipped = distributed.total(
+                n_train, slices, pixels, n_skipped
+            )
+        self.task = Task(
+            collection.class_values,
+            tuple(names),
+            collection.unlabelled,
+            kind=kind,
+            in_channels=channels,
+        )
+        self.inputs = []
+        self.trainer = None
+        self.dataset = DatasetInputs(
+            collection, train, val, val_fraction, split_seed, slices, pixels, skipped
+        )
+        self.trained_on = self.dataset.trained_on()
+        self.trained_on["images"] = n_train - n_skipped
+        if distributed is not None:
+            self.trained_on["processes"] = distributed.world
+        self.validation = None
+        self.trainer = TriNetTrainer(
+            images,
+            seeds,
+            classes.num_classes,
+            config,
+            preview=None,
+            checkpoint=base,
+            metadata=self.task.metadata(),
+            working_scale=scale,
+        )
+        self.distributed = distributed
+        self.trainer.set_distributed(distributed)
+        self._resumed = bool(resume and base is not None)
+        self._run = (0, 0.0)
+        if self._resumed:
+            run = (base.card or {}).get("run") or {}
+            self._run = (int(run.get("steps", 0)), float(run.get("seconds", 0.0)))
+            # the run's sampling goes on instead of replaying its first batches
+            self.trainer.reseed(config.seed + self._run[0])
+            done = (base.card or {}).get("trained_on", {}).get("dataset")
+            if done and done != collection.name:
+                warnings.append(f"{base.source} was trained on {done!r}, not {collection.name!r}")
+        self._run_now = self._run
+        return warnings
+
+    def validate(self) -> Validation | None:
+        """Scores the trio on the dataset's validation files (None when there are none)."""
+        import time
+
+        from .metrics.multiclass import class_dice
+
+        ds = self.dataset
+        if ds is None or not ds.val or not self.has_model:
+            return None
+        t0 = time.perf_counter()
+        foreground = self.task.classes.values[1:]
+        per_class: dict[int, list[float]] = {v: [] for v in foreground}
+        members: dict[str, list[float]] = {}
+        n = 0
+        for it in ds.val:
+            sample = ds.collection.read(it, scribbles=False)
+            if sample.truth is None:
+                continue
+            seg = self.predict(sample.image, kind=ds.collection.kind, image_name=str(it.image))
+            for v, d in class_dice(seg.ensemble, sample.truth, foreground).items():
+                per_class[v].append(d)
+            for k, lab in seg.labels.items():
+                dice = class_dice(lab, sample.truth, foreground)
+                members.setdefault(k, []).append(float(np.mean(list(dice.values()))))
+            n += 1
+        if not n:
+            return None
+        means = {v: float(np.mean(d)) for v, d in per_class.items()}
+        return Validation(
+            dice=float(np.mean(list(means.values()))),
+            per_class=means,
+            members={k: float(np.mean(d)) for k, d in members.items()},
+            images=n,
+            step=self.trainer.iteration if self.trainer is not None else self.base.iteration,
+            seconds=time.perf_counter() - t0,
+        )
+
+    def train_dataset(
+        self,
+        *,
+        save_to: str | os.PathLike | None = None,
+        save_every: float | None = 300.0,
+        validate_every: float | None = 120.0,
+        started: float | None = None,
+    ) -> Iterator[Progress]:
+        """Trains on the prepared dataset; yields a :class:`Progress` after every step.
+
+        Every ``validate_every`` seconds (and at the end) the update carries a
+        :class:`Validation`; every ``save_every`` seconds (and at the end, finished or
+        stopped) the trio is written atomically to ``save_to`` with its card, so an
+        interrupted run loses at most those seconds (``prepare_dataset(resume=True)``).
+        The budget (``config.seconds``/``iterations``) covers the training steps; the final
+        validation and checkpoint come after it.
+        """
+        import time
+
+        if self.dataset is None or self.trainer is None:
+            raise MedsegError("no dataset prepared — call prepare_dataset() first")
+        last_val = last_save = time.perf_counter()
+        before = self._run
+        main = self.is_main
+        for upd in self._steps(None, started, already=before):
+            self._run_now = (before[0] + upd.run_step, before[1] + upd.elapsed)
+            now = time.perf_counter()
+            if not main:  # under torchrun rank 0 alone validates and writes
+                yield upd
+                continue
+            if upd.done or (validate_every and now - last_val >= validate_every):
+                found = self.validate()
+                if found is not None:
+                    upd.validation = self.validation = found
+                last_val = time.perf_counter()
+            if save_to is not None and (upd.done or (save_every and now - last_save >= save_every)):
+                upd.saved = self.save(save_to)
+                last_save = time.perf_counter()
+            yield upd
+
+    @property
+    def run_before(self) -> tuple[int, float]:
+        """(steps, seconds) a resumed dataset run had done before this process."""
+        return self._run
+
+    @property
+    def run_done(self) -> tuple[int, float]:
+        """(steps, seconds) of the dataset run so far, earlier processes included."""
+        return self._run_now
+
+    @property
+    def is_main(self) -> bool:
+        """False in every process but rank 0 of a ``torchrun`` dataset training."""
+        return self.distributed is None or self.distributed.is_main
+
+    def predict_files(
+        self,
+        paths: Sequence[str | os.PathLike],
+        out: str | os.PathLike,
+        *,
+        device: str = "auto",
+    ) -> Iterator[tuple[Path, Path, Segmentation]]:
+        """Predicts each image file; writes ``out/<stem>.tif`` (the ensemble, in the user's
+        values, with the image's spacing) and yields (input, output, segmentation)."""
+        from .data.readers import load_image, write_labels
+
+        out = Path(out)
+        for path in map(Path, paths):
+            image = load_image(path)
+            seg = self.predict(image.array, device=device, image_name=path.name)
+            name = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+            written = write_labels(out / f"{name}.tif", seg.ensemble, spacing=image.spacing)
+            yield path, Path(written), seg
 
     # ------------------------------------------------------------------ prediction
     def device_for(self, choice: str = "auto"):
@@ -466,7 +802,31 @@ class Workflow:
     def checkpoint(self) -> Checkpoint:
         """The trio as it would be saved: the trainer's state, else the base."""
         if self.trainer is not None:
-            return self.trainer.state_dict()
+            checkpoint = self.trainer.state_dict()
+            base_card = (self.base.card or {}) if self.base is not None else {}
+            lineage = (
+                base_card.get("fine_tuned_from")
+                if self._resumed
+                else base_card.get("trained_on") or None
+            )
+            run = None
+            if self.dataset is not None:
+                cfg = self.trainer.config
+                steps, seconds = self._run_now
+                run = {
+                    "steps": int(steps),
+                    "seconds": float(seconds),
+                    "budget_iterations": cfg.iterations,
+                    "budget_seconds": cfg.seconds,
+                }
+            checkpoint.card = build_card(
+                checkpoint,
+                trained_on=self.trained_on,
+                validation=self.validation.to_dict() if self.validation else None,
+                run=run,
+                base=lineage,
+            )
+            return checkpoint
         if self.base is not None:
             return self.base
         raise MedsegError("there is no model to save yet — train one first")

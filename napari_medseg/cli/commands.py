@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ def run_command(args: argparse.Namespace) -> int:
         "demo": cmd_demo,
         "gui": cmd_gui,
         "list-models": cmd_list_models,
+        "info": cmd_info,
     }
     return handlers[args.command](args)
 
@@ -36,7 +39,7 @@ def _config_from_args(args, defaults: dict | None = None, class_values=()):
     from ..models import model_info
     from ..training import TrainConfig
 
-    cfg = TrainConfig(**(defaults or {}))
+    cfg = TrainConfig.from_dict(defaults or {})
     if args.models:
         cfg.models = args.models
     if args.preset:
@@ -52,7 +55,7 @@ def _config_from_args(args, defaults: dict | None = None, class_values=()):
         if args.iterations <= 0:
             raise CliError("--iterations must be positive")
         cfg.iterations, cfg.seconds = args.iterations, None
-    for name in ("batch_size", "patch_size", "lr", "rw_weight"):
+    for name in ("batch_size", "patch_size", "lr", "rw_weight", "augment"):
         v = getattr(args, name, None)
         if v is not None:
             setattr(cfg, name, v)
@@ -81,6 +84,13 @@ def cmd_train(args) -> int:
     started = time.perf_counter()  # --seconds counts from here: reading and building too
     if args.dataset:
         return _train_dataset(args)
+    if args.data or args.resume:
+        return _train_collection(args, started)
+    for flag in ("simulate_scribbles", "val_fraction", "fold"):
+        if getattr(args, flag) not in (None, False):
+            raise CliError(f"--{flag.replace('_', '-')} goes with --data DIR")
+    if not args.out:
+        raise CliError("--out is required: the folder for the predictions and model.pt")
     from ..checkpoints import load_checkpoint
     from ..data.readers import load_image, read_labels
     from ..workflow import Task, Workflow, write_segmentation
@@ -113,22 +123,167 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _run_folder(text: str) -> tuple[Path, Path]:
+    """(RUN/model.pt, RUN) for ``--resume RUN`` (a folder, or the model file in it)."""
+    run = Path(text)
+    path = run / "model.pt" if run.is_dir() else run
+    if not path.is_file():
+        raise CliError(f"--resume {text}: no model.pt there — give the --out folder of a run")
+    return path, path.parent
+
+
+@contextmanager
+def _stop_on_interrupt(workflow):
+    """Ctrl-C ends training after the current step (the checkpoint is then written); a second
+    Ctrl-C interrupts at once."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def stop(signum, frame):
+        print("\nstopping after this step (Ctrl-C again to abort)", file=sys.stderr)
+        workflow.request_stop()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _train_collection(args, started: float) -> int:
+    """``train --data DIR`` (or ``--resume RUN``): the trio on a dataset folder."""
+    from ..checkpoints import load_checkpoint
+    from ..data.collection import open_collection
+    from ..workflow import Workflow
+
+    if args.image or args.scribbles:
+        raise CliError("give either --data DIR or --image/--scribbles, not both")
+    base, defaults, trained = None, {}, {}
+    if args.resume:
+        if args.checkpoint:
+            raise CliError("--resume continues a run; --checkpoint starts a new one from a base")
+        path, run = _run_folder(args.resume)
+        base = load_checkpoint(path)
+        defaults = dict(base.config)  # the run goes on with its own settings unless told
+        trained = (base.card or {}).get("trained_on") or {}
+        out = Path(args.out) if args.out else run
+    else:
+        if not args.out:
+            raise CliError("--out is required: the folder for model.pt")
+        out = Path(args.out)
+        if args.checkpoint:  # a base to fine-tune on the dataset
+            base = load_checkpoint(path_or_error(args.checkpoint, "--checkpoint"))
+            defaults = Workflow(base=base).base_settings()
+    data = args.data or trained.get("folder")
+    if not data:
+        raise CliError(f"--data DIR is required ({args.resume} does not record its folder)")
+    simulate = args.simulate_scribbles or bool(trained.get("simulated_scribbles"))
+    val_fraction = args.val_fraction
+    if val_fraction is None:
+        val_fraction = float(trained.get("validation_fraction", 0.1))
+    if not 0 <= val_fraction < 1:
+        raise CliError(f"--val-fraction must be in [0, 1), not {val_fraction}")
+    split_seed = int(trained.get("split_seed", args.seed)) if args.resume else args.seed
+    collection = open_collection(
+        path_or_error(data, "--data"),
+        simulate_scribbles=simulate,
+        unlabelled=args.unlabelled,
+        seed=split_seed,
+    )
+    fold = args.fold or trained.get("acdc_fold")
+    if fold:
+        collection = collection.acdc_fold(_fold(f"fold{fold}" if isinstance(fold, int) else fold))
+    cfg = _config_from_args(args, defaults, collection.class_values)
+    if args.resume and args.seconds is None and args.iterations is None:
+        cfg.seconds, cfg.iterations = base.config.get("seconds"), base.config.get("iterations")
+    workflow = Workflow(base=base)
+    warnings = workflow.prepare_dataset(
+        collection,
+        cfg,
+        val_fraction=val_fraction,
+        split_seed=split_seed,
+        resume=bool(args.resume),
+    )
+    try:
+        with _stop_on_interrupt(workflow):
+            if workflow.is_main:
+                return _drive_collection(args, workflow, cfg, out, warnings, started)
+            for _ in workflow.train_dataset(started=started):  # another rank: train quietly
+                pass
+            return 0
+    finally:
+        from ..training.distributed import shutdown
+
+        shutdown()
+
+
+def _drive_collection(args, workflow, cfg, out: Path, warnings, started: float) -> int:
+    from .progress import drive_dataset
+
+    ds = workflow.dataset
+    collection = ds.collection
+    base = workflow.base
+    simulate = collection.simulated
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    dist = workflow.distributed
+    procs = f" over {dist.world} processes" if dist is not None else ""
+    what = "resuming" if args.resume else ("fine-tuning" if base is not None else "training")
+    print(
+        f"{what} {', '.join(cfg.models)} ({cfg.preset}) on {workflow.device_for()} — "
+        f"{collection.name} ({collection.layout}{', simulated strokes' if simulate else ''}): "
+        f"{workflow.trained_on['images']} training and {len(ds.val)} validation file(s)"
+        f"{procs}, "
+        f"classes {list(collection.class_values)}, working scale "
+        f"{workflow.trainer.scale:.3g}",
+        file=sys.stderr,
+    )
+    if not ds.val:
+        print("no validation files: no validation Dice (dense labels needed)", file=sys.stderr)
+    steps = workflow.train_dataset(
+        save_to=out / "model.pt",
+        save_every=args.save_every,
+        validate_every=args.validate_every,
+        started=started,
+    )
+    final = drive_dataset(steps, cfg, workflow.run_before)
+    steps_done, seconds = workflow.run_done
+    state = "stopped" if final is not None and final.stopped else "finished"
+    print(f"{state}: {steps_done} steps in {seconds:.1f} s (this run: {final.run_step} steps)")
+    if workflow.validation is not None:
+        print(f"validation Dice {workflow.validation.dice:.4f} on {ds.collection.name}")
+    _report([out / "model.pt"])
+    return 0
+
+
+def _fold(text: str) -> int:
+    fold = text.lower().removeprefix("fold")
+    if not fold.isdigit() or not 1 <= int(fold) <= 5:
+        raise CliError(f"--fold {text!r} is not one of fold1..fold5")
+    return int(fold)
+
+
 def _train_dataset(args) -> int:
     from ..training.dataset_protocol import run_acdc_protocol
 
     if not args.data:
         raise CliError("--data DIR is required with --dataset (the ACDC volume folder)")
+    if not args.out:
+        raise CliError("--out is required: the folder for model.pt and metrics.csv")
     data = path_or_error(args.data, "--data")
-    fold = args.fold.lower().removeprefix("fold")
-    if not fold.isdigit() or not 1 <= int(fold) <= 5:
-        raise CliError(f"--fold {args.fold!r} is not one of fold1..fold5")
+    fold = _fold(args.fold or "fold1")
     from ..training.dataset_protocol import ACDC_NUM_CLASSES
 
     cfg = _config_from_args(args, class_values=tuple(range(ACDC_NUM_CLASSES)))
     unlabelled = 4 if args.unlabelled is None else args.unlabelled
     result = run_acdc_protocol(
         data,
-        int(fold),
+        fold,
         cfg,
         Path(args.out),
         unlabelled=unlabelled,
@@ -142,13 +297,49 @@ def _train_dataset(args) -> int:
 
 # ---------------------------------------------------------------- predict
 def cmd_predict(args) -> int:
-    from ..data.readers import load_image
+    from ..data.readers import is_dicom_path, load_image
     from ..workflow import Workflow, write_segmentation
 
     workflow = Workflow.load(path_or_error(args.checkpoint, "--checkpoint"))
-    image = load_image(path_or_error(args.image, "--image"))
+    target = path_or_error(args.image, "--image")
+    if target.is_dir() and not is_dicom_path(target):
+        return _predict_folder(workflow, target, Path(args.out), args.device)
+    image = load_image(target)
     seg = workflow.predict(image.array, device=args.device, image_name=args.image)
     _report(write_segmentation(seg, args.out, image.spacing))
+    return 0
+
+
+def _predict_folder(workflow, folder: Path, out: Path, device: str) -> int:
+    """Every image of ``folder`` → ``out/<stem>.tif`` (the ensemble), then a summary."""
+    from collections import Counter
+
+    from ..data.collection import image_files
+    from .progress import progress_bar
+
+    files = image_files(folder)
+    if not files:
+        raise CliError(
+            f"{folder} holds no image files (.tif/.png/.jpg/.nii/.h5...) — give a folder of "
+            "images, one image file, or a DICOM series folder"
+        )
+    written, pixels = [], Counter()
+    with progress_bar(len(files), "predicting", "image") as bar:
+        for path, target, seg in workflow.predict_files(files, out, device=device):
+            for w in seg.warnings:
+                print(f"warning: {path.name}: {w}", file=sys.stderr)
+            values, counts = np.unique(seg.ensemble, return_counts=True)
+            pixels.update(dict(zip(values.tolist(), counts.tolist())))
+            written.append(target)
+            bar.update(1)
+    total = sum(pixels.values())
+    shares = ", ".join(f"{v}: {100 * n / total:.1f} %" for v, n in sorted(pixels.items()))
+    print(f"predicted {len(written)} image(s) of {folder} into {out} (one <stem>.tif each)")
+    print(f"label values over all images: {shares}")
+    for f in written[:5]:
+        print(f"wrote {f}")
+    if len(written) > 5:
+        print(f"... and {len(written) - 5} more in {out}")
     return 0
 
 
@@ -157,11 +348,7 @@ def cmd_eval(args) -> int:
     from ..data.readers import load_image, read_labels
     from ..metrics import evaluate_segmentation, summarize_by_class, write_metrics_csv
 
-    if len(args.pred) != len(args.truth):
-        raise CliError(
-            f"{len(args.pred)} prediction file(s) but {len(args.truth)} truth file(s)"
-            " — give them in matching order"
-        )
+    pairs = _eval_pairs(args.pred, args.truth)
     classes = None
     if args.classes:
         try:
@@ -170,7 +357,7 @@ def cmd_eval(args) -> int:
             raise CliError(f"--classes {args.classes!r} must be integers, e.g. 1,2,3") from None
     rows = []
     units: set[str] = set()
-    for p, t in zip(args.pred, args.truth):
+    for p, t in pairs:
         pred = read_labels(path_or_error(p, "--pred"))
         truth = read_labels(path_or_error(t, "--truth"))
         if pred.shape != truth.shape:
@@ -196,6 +383,33 @@ def cmd_eval(args) -> int:
     if args.out:
         print(f"wrote {write_metrics_csv(args.out, rows)}")
     return 0
+
+
+def _eval_pairs(preds: list[str], truths: list[str]) -> list[tuple[str, str]]:
+    """(prediction, truth) files: as given, or two folders matched by file stem."""
+    folders = [Path(x).is_dir() for x in (*preds, *truths)]
+    if not any(folders):
+        if len(preds) != len(truths):
+            raise CliError(
+                f"{len(preds)} prediction file(s) but {len(truths)} truth file(s)"
+                " — give them in matching order"
+            )
+        return list(zip(preds, truths))
+    if len(preds) != 1 or len(truths) != 1 or not all(folders):
+        raise CliError("give --pred FOLDER --truth FOLDER (one folder each), or lists of files")
+    from ..data.collection import files_by_stem
+
+    pred, truth = files_by_stem(preds[0]), files_by_stem(truths[0])
+    stems = [s for s in pred if s in truth]
+    if not stems:
+        raise CliError(
+            f"no file stem of {preds[0]} occurs in {truths[0]} — predictions and labels are "
+            "matched by file name without extension (a.tif ↔ a.png)"
+        )
+    for what, left in (("predictions", set(pred) - set(truth)), ("labels", set(truth) - set(pred))):
+        if left:
+            print(f"note: {len(left)} {what} without a partner left out", file=sys.stderr)
+    return [(str(pred[s]), str(truth[s])) for s in stems]
 
 
 def _format_summary(summary) -> str:
@@ -253,6 +467,16 @@ def cmd_gui(args) -> int:
         launch_gui(sample=None if args.sample == "none" else args.sample)
     except GuiUnavailableError as e:
         raise CliError(str(e)) from None
+    return 0
+
+
+def cmd_info(args) -> int:
+    from ..checkpoints import card_text, load_checkpoint
+
+    path = Path(args.checkpoint)
+    if path.is_dir():
+        path = path / "model.pt"
+    print(card_text(load_checkpoint(path)))
     return 0
 
 

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the trio on scribbles (one image, or a dataset)")
     t.add_argument("--image", help="image: .tif/.tiff/.png/.jpg/.nii(.gz)/.h5 (2-D, RGB or Z,H,W)")
     t.add_argument("--scribbles", help="scribble map with the image's spatial shape")
-    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--out", help="output folder (required; with --resume RUN it defaults to RUN)")
     t.add_argument(
         "--unlabelled",
         type=int,
@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rot90/flip/rotation/gamma augmentation (default: the preset's recipe — off for "
+        "one image in lite, on for a dataset)",
+    )
+    t.add_argument(
         "--rw-weight",
         type=float,
         default=None,
@@ -100,9 +107,53 @@ def build_parser() -> argparse.ArgumentParser:
         "thicker than twice its strokes' distance from the cavity, complete slices), or rules "
         "in label values such as 'slices,convex=3,wall=2:3' (docs/design.md 'Shape priors')",
     )
-    t.add_argument("--dataset", choices=["acdc"], help="dataset protocol instead of one image")
-    t.add_argument("--data", help="dataset folder (with --dataset)")
-    t.add_argument("--fold", default="fold1", help="ACDC fold: fold1..fold5 (with --dataset)")
+    t.add_argument(
+        "--dataset", choices=["acdc"], help="the paper's ACDC protocol (with --data and --fold)"
+    )
+    t.add_argument(
+        "--data",
+        help="dataset folder to train on instead of one image: images/ + scribbles/ (same "
+        "stems), images/ + masks/ (with --simulate-scribbles) or ACDC-style .h5 volumes; "
+        "a split.json 'train' list restricts it to those stems",
+    )
+    t.add_argument(
+        "--simulate-scribbles",
+        action="store_true",
+        help="draw strokes from the dense masks/labels (seeded by --seed) instead of reading "
+        "scribbles (with --data)",
+    )
+    t.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="share of the files (of the patients, for ACDC) held out to score the trio "
+        "(with --data; default 0.1)",
+    )
+    t.add_argument(
+        "--validate-every",
+        type=float,
+        default=120.0,
+        help="seconds between validations (with --data; default 120; 0: only at the end)",
+    )
+    t.add_argument(
+        "--save-every",
+        type=float,
+        default=300.0,
+        help="seconds between checkpoints OUT/model.pt (with --data; default 300; 0: only at "
+        "the end)",
+    )
+    t.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the dataset run saved in RUN (RUN/model.pt): weights, optimiser "
+        "states, step count and the rest of its budget",
+    )
+    t.add_argument(
+        "--fold",
+        default=None,
+        help="ACDC fold fold1..fold5: with --dataset the paper's protocol (default fold1); with "
+        "--data only that fold's 80 training patients are trained and validated on",
+    )
     t.add_argument(
         "--spacing",
         type=_spacing_arg,
@@ -112,13 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="segment an image with a saved trio")
     pr.add_argument("--checkpoint", required=True)
-    pr.add_argument("--image", required=True)
-    pr.add_argument("--out", required=True)
+    pr.add_argument(
+        "--image",
+        required=True,
+        help="an image file, a DICOM folder, or a folder of images (one <stem>.tif per image)",
+    )
+    pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
 
     ev = sub.add_parser("eval", help="score predictions against dense labels (CSV + summary)")
-    ev.add_argument("--pred", required=True, nargs="+", help="prediction label file(s)")
-    ev.add_argument("--truth", required=True, nargs="+", help="ground-truth label file(s)")
+    ev.add_argument(
+        "--pred",
+        required=True,
+        nargs="+",
+        help="prediction label file(s), or one folder (matched to --truth's by file stem)",
+    )
+    ev.add_argument(
+        "--truth", required=True, nargs="+", help="ground-truth label file(s), or one folder"
+    )
     ev.add_argument(
         "--spacing",
         type=_spacing_arg,
@@ -150,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample", choices=["mri", "rgb", "none"], default="mri")
 
     sub.add_parser("list-models", help="registered architectures")
+
+    i = sub.add_parser("info", help="print a saved trio's model card")
+    i.add_argument("checkpoint", help="a model.pt (or the run folder holding one)")
     return p
 
 

@@ -55,6 +55,57 @@ def drive(steps: Iterable[U], config: TrainConfig, desc: str = "training") -> U 
     return last
 
 
+def drive_dataset(steps, config: TrainConfig, already=(0, 0.0), desc: str = "training"):
+    """Dataset training's progress: a bar with ETA (tqdm), and one line per validation and per
+    checkpoint (printed even when stderr is no terminal, for logs); returns the final update.
+
+    ``already``: (steps, seconds) the run had done before (a resume), so the bar and the ETA
+    count the whole budget.
+    """
+    from tqdm.auto import tqdm
+
+    total = config.iterations if config.iterations else config.seconds
+    unit = "it" if config.iterations else "s"
+    last, dice = None, None
+    with progress_bar(total, desc, unit) as bar:
+        for upd in steps:
+            last = upd
+            done, secs = already[0] + upd.run_step, already[1] + upd.elapsed
+            if config.iterations:
+                bar.n = min(done, config.iterations)
+                rate = upd.iterations_per_second
+                eta = (config.iterations - done) / rate if rate > 0 else float("nan")
+            else:
+                bar.n = round(min(secs, config.seconds), 1)
+                eta = config.seconds - secs
+            if upd.validation is not None:
+                v = upd.validation
+                dice = v.dice
+                members = ", ".join(f"{k} {d:.3f}" for k, d in v.members.items())
+                tqdm.write(
+                    f"step {done}, {secs:.0f} s, ETA {_clock(max(eta, 0.0))}: validation Dice "
+                    f"{v.dice:.4f} on {v.images} file(s) ({members}; {v.seconds:.1f} s)",
+                    file=sys.stderr,
+                )
+            if upd.saved is not None:
+                tqdm.write(f"step {done}: checkpoint {upd.saved}", file=sys.stderr)
+            bar.set_postfix(
+                loss=f"{upd.losses.get('total', float('nan')):.3f}",
+                it_s=f"{upd.iterations_per_second:.2f}",
+                **({"val_dice": f"{dice:.3f}"} if dice is not None else {}),
+                refresh=False,
+            )
+            bar.refresh()
+    return last
+
+
+def _clock(seconds: float) -> str:
+    if seconds != seconds:  # nan: no rate yet
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
 def print_floor(segmentation) -> None:
     """What the ensemble is made of, and the held-out stroke agreements (anytime floor)."""
     report = getattr(segmentation, "report", None)

@@ -244,3 +244,16 @@ def restore_layout(labels: np.ndarray, kind: str) -> np.ndarray:
             raise ValueError(f"a 2-D {kind} image has one slice, got {labels.shape[0]}")
         return labels[0]
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def describe_normalisation(channels: int) -> str:
+    """How :func:`normalize_image` scales an image of ``channels`` channels (model cards)."""
+    if int(channels) == 3:
+        return (
+            "colour: 8-bit values / 255 (other integer types / the image's maximum; "
+            "floats outside [0, 1] min-max scaled)"
+        )
+    return (
+        "grey: clipped to the 0.5-99.5th percentiles of the image (a stack: of the whole "
+        "stack), then scaled to [0, 1]"
+    )

@@ -47,6 +47,7 @@ from ..atomic import atomic_write
 __all__ = [
     "METRIC_NAMES",
     "binary_metrics",
+    "class_dice",
     "evaluate_segmentation",
     "image_diagonal",
     "summarize",
@@ -65,6 +66,23 @@ METRIC_NAMES = (
     "hd95",
     "asd",
 )
+
+
+def class_dice(prediction, truth, class_values: Sequence[int]) -> dict[int, float]:
+    """Dice of each class value (2-D or 3-D label maps, same shape; both empty: 1).
+
+    The overlap alone, without the surface distances: cheap enough to score a dataset's
+    validation files every few minutes of training.
+    """
+    pred, true = np.asarray(prediction), np.asarray(truth)
+    if pred.shape != true.shape:
+        raise ValueError(f"prediction {pred.shape} and truth {true.shape} differ in shape")
+    out = {}
+    for v in class_values:
+        p, t = pred == v, true == v
+        total = int(p.sum()) + int(t.sum())
+        out[int(v)] = 1.0 if total == 0 else 2.0 * int((p & t).sum()) / total
+    return out
 
 
 def _spacing_tuple(spacing, ndim: int) -> tuple[float, ...]:

@@ -92,7 +92,7 @@ def run_acdc_protocol(
     drive: Callable | None = None,
 ) -> ProtocolResult:
     """Trains on the fold's training patients' scribbles and scores its test patients."""
-    from ..checkpoints import save_checkpoint
+    from ..checkpoints import build_card, save_checkpoint
     from ..data.datasets import acdc_split
 
     split = acdc_split(data, fold)
@@ -116,7 +116,17 @@ def run_acdc_protocol(
     )
     final = drive(trainer, f"fold{fold}") if drive else trainer.run()
     out.mkdir(parents=True, exist_ok=True)
-    files = [save_checkpoint(trainer.state_dict(), out / "model.pt")]
+    checkpoint = trainer.state_dict()
+    checkpoint.card = build_card(
+        checkpoint,
+        trained_on={
+            "dataset": f"{Path(data).name} (ACDC protocol)",
+            "acdc_fold": f"fold{fold}",
+            "images": len(split.train),
+            "scribbled_pixels": int(sum(int((s >= 0).sum()) for s in seeds)),
+        },
+    )
+    files = [save_checkpoint(checkpoint, out / "model.pt")]
     rows = []
     for p in split.test:
         im, _, label, _ = acdc_arrays(p, unlabelled)

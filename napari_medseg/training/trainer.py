@@ -32,10 +32,12 @@ from ..device import resolve_device
 from ..inference import Prediction, combine_predictions, member_weights, predict_models
 from ..models import create_model
 from ..presets import default_preset, recipe
-from ..resolution import resize_image, resize_seeds, scaled_size, working_scale
+from ..resolution import resize_image, resize_seeds, scaled_size
+from ..resolution import working_scale as _working_scale
 from ..shape_prior import ShapePrior, apply_shape_prior
 from ..slots import slot_keys
 from .augmentation import augment_batch
+from .distributed import Distributed
 from .floor import FloorReport, assess, floor_walker
 from .holdout import heldout_agreement, split_strokes
 from .losses import (
@@ -169,6 +171,10 @@ class TriNetTrainer:
     interactive protocol, many for the dataset protocol). seeds: matching (Z, H, W) int arrays
     of class indices with ``-1`` where nothing is scribbled. ``preview`` selects which entry the
     live predictions show.
+
+    ``working_scale``: the images and seeds are already at the working resolution, this factor
+    times their native size (a dataset read file by file, so that no native copy of hundreds
+    of images is held: the trainer then keeps none either). Only without a preview.
     """
 
     def __init__(
@@ -181,6 +187,7 @@ class TriNetTrainer:
         preview: int | None = 0,
         checkpoint: Checkpoint | None = None,
         metadata: dict | None = None,
+        working_scale: float | None = None,
     ):
         self.config = config or TrainConfig()
         cfg = self.config
@@ -206,18 +213,29 @@ class TriNetTrainer:
         self.metadata = dict(metadata or {})
         self.preview = preview
         self.shape_prior = ShapePrior.from_dict(cfg.shape_prior)
-        largest = max(max(im.shape[-2:]) for im in images)
-        self.scale = working_scale((largest, largest), cfg.max_side)
-        self._native_images = [np.ascontiguousarray(im, dtype=np.float32) for im in images]
-        self._images = [
-            resize_image(im, scaled_size(im.shape[-2:], self.scale)) for im in self._native_images
-        ]
+        if working_scale is not None:
+            if preview is not None:
+                raise ValueError("images given at the working resolution cannot be previewed")
+            self.scale = float(working_scale)
+            # no native copies: nothing is previewed, and the images are not predicted with
+            # their strokes (strokes_of finds none)
+            self._native_images: list[np.ndarray] | None = None
+            self._images = [np.ascontiguousarray(im, dtype=np.float32) for im in images]
+        else:
+            largest = max(max(im.shape[-2:]) for im in images)
+            self.scale = _working_scale((largest, largest), cfg.max_side)
+            self._native_images = [np.ascontiguousarray(im, dtype=np.float32) for im in images]
+            self._images = [
+                resize_image(im, scaled_size(im.shape[-2:], self.scale))
+                for im in self._native_images
+            ]
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pending_seeds: list[np.ndarray] | None = None
-        self._rw_cache: dict[tuple[int, int], tuple[bytes, np.ndarray]] = {}
+        self._rw_cache: dict[tuple[int, int], tuple[bytes, np.ndarray, np.ndarray]] = {}
         # the floor's walker, per (image slice, strokes) content: any image, any strokes
         self._floor_cache: OrderedDict[tuple[bytes, bytes], np.ndarray] = OrderedDict()
+        self._bn_key: tuple | None = None  # what the BatchNorm statistics were estimated for
         self._set_seeds([np.asarray(s) for s in seeds])
 
         torch.manual_seed(cfg.seed)
@@ -238,8 +256,25 @@ class TriNetTrainer:
         self._step_seconds: list[float] = []  # the last steps' durations (time budgets)
         self._predict_seconds: float | None = None  # the last whole-image prediction's
         self._dice = PseudoLabelDice(self.num_classes)
+        # data-parallel training (training/distributed.py): gradients averaged over processes
+        self.distributed: Distributed | None = None
         if checkpoint is not None:
             self.load_state(checkpoint)
+
+    def set_distributed(self, distributed: Distributed | None) -> None:
+        """Trains as one of several processes: rank 0's weights now, averaged gradients from
+        the next step on (each process holding its own shard of the images)."""
+        self.distributed = distributed
+        if distributed is not None:
+            distributed.broadcast_weights(self.models.values())
+
+    def reseed(self, seed: int) -> None:
+        """New generators for batches, augmentation and dropout (a resumed run should not
+        replay the batches its first steps drew)."""
+        torch.manual_seed(seed)
+        self._rng = np.random.default_rng(seed)
+        self._gen = torch.Generator().manual_seed(seed)
+        self._bn_key = None
 
     def _make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         cfg = self.config
@@ -259,9 +294,10 @@ class TriNetTrainer:
                     f"scribble class indices must lie in -1..{self.num_classes - 1}; got "
                     f"{int(s.min())}..{int(s.max())}"
                 )
+        natives = self._native_images or self._images
         if len(seeds) != len(self._images) or any(
             s.shape != (im.shape[0], *n.shape[-2:])
-            for s, im, n in zip(seeds, self._images, self._native_images)
+            for s, im, n in zip(seeds, self._images, natives)
         ):
             raise ValueError("the scribbles no longer match the image's shape")
         if not any((s >= 0).any() for s in seeds):
@@ -293,6 +329,7 @@ class TriNetTrainer:
         self._native_seeds = seeds
         self._rw: list[np.ndarray] | None = None  # rebuilt lazily (cached per slice)
         self._class_weights = None
+        self._bn_key = None  # other strokes, other batches
 
     def update_scribbles(self, seeds: Sequence[np.ndarray]) -> None:
         """Replaces the scribbles; taken up before the next step (safe from any thread)."""
@@ -306,9 +343,13 @@ class TriNetTrainer:
     def stop_requested(self) -> bool:
         return self._stop.is_set()
 
-    def _teacher_probabilities(self, i: int, z: int) -> np.ndarray:
-        """The teaching walker's probabilities (K, h, w) of slice z of image i, seeded by the
-        training strokes; recomputed only when that slice's strokes changed."""
+    def _teacher(self, i: int, z: int) -> tuple[np.ndarray, np.ndarray]:
+        """The teaching walker's labels and top probability (h, w) on slice z of image i,
+        seeded by the training strokes; recomputed only when that slice's strokes changed.
+
+        Only the argmax and its probability are kept (3–5 bytes a pixel instead of 4 per
+        class): a dataset's thousands of slices stay small in memory.
+        """
         sd = self._seeds[i]
         key = hashlib.blake2b(sd[z].tobytes(), digest_size=16).digest()
         cached = self._rw_cache.get((i, z))
@@ -319,8 +360,10 @@ class TriNetTrainer:
                 self.num_classes,
                 beta=self.config.rw_beta,
             )[0]
-            cached = self._rw_cache[(i, z)] = (key, prob)
-        return cached[1]
+            dtype = np.uint8 if self.num_classes <= 256 else np.int32
+            cached = (key, prob.argmax(axis=0).astype(dtype), prob.max(axis=0))
+            self._rw_cache[(i, z)] = cached
+        return cached[1], cached[2]
 
     def _random_walker(self) -> list[np.ndarray]:
         """The walker's dense target: its labels where it is confident, -1 elsewhere."""
@@ -329,9 +372,8 @@ class TriNetTrainer:
         for i, sd in enumerate(self._seeds):
             vol = np.full(sd.shape, -1, dtype=np.int64)
             for z in range(sd.shape[0]):
-                prob = self._teacher_probabilities(i, z)
-                top = prob.max(axis=0)
-                lab = prob.argmax(axis=0)
+                labels, top = self._teacher(i, z)
+                lab = labels.astype(np.int64)
                 lab[(top < self.config.rw_confidence) | (top <= floor)] = -1
                 vol[z] = np.where(sd[z] >= 0, sd[z], lab)
             if self.config.prior_on_teacher:
@@ -348,7 +390,7 @@ class TriNetTrainer:
         zs = [z for z in range(held.shape[0]) if (held[z] >= 0).any()]
         if not zs:
             return None
-        pred = np.stack([self._teacher_probabilities(self.preview, z).argmax(0) for z in zs])
+        pred = np.stack([self._teacher(self.preview, z)[0] for z in zs])
         return heldout_agreement(pred, held[zs])
 
     def _floor_walker(self, image: np.ndarray, seeds: np.ndarray) -> np.ndarray:
@@ -490,6 +532,8 @@ class TriNetTrainer:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
         total.backward()
+        if self.distributed is not None:
+            self.distributed.average_gradients(self.models.values())
         for opt in self.optimizers.values():
             opt.step()
         losses["total"] = float(total.detach())
@@ -553,6 +597,7 @@ class TriNetTrainer:
         self,
         first_preview_slices: Sequence[int] | None = None,
         started: float | None = None,
+        already: tuple[int, float] = (0, 0.0),
     ) -> Iterator[TrainerUpdate]:
         """Trains until the budget is spent or a stop is requested, yielding after each step.
 
@@ -562,6 +607,8 @@ class TriNetTrainer:
         seconds; later previews and the final one cover the whole image. ``started``: the
         ``time.perf_counter()`` at which the user's time budget began (reading, building the
         networks and the walker count in it); the final prediction is kept inside it too.
+        ``already``: (steps, seconds) of this budget spent before (a resumed run): the budget
+        and the learning-rate schedule continue from there instead of starting again.
         """
         cfg = self.config
         start = time.perf_counter() if started is None else float(started)
@@ -591,10 +638,17 @@ class TriNetTrainer:
                     seed_message = ""
                 plateau = _Plateau()  # new strokes: new held-out strokes, a new curve
             elapsed = time.perf_counter() - start
-            progress = cfg.budget_progress(done_here, elapsed + self._reserve())
-            if self._stop.is_set() or (progress is not None and progress >= 1.0):
-                break
-            if cfg.until_plateau and plateau.reached(done_here):
+            progress = cfg.budget_progress(
+                already[0] + done_here, already[1] + elapsed + self._reserve()
+            )
+            stop = (
+                self._stop.is_set()
+                or (progress is not None and progress >= 1.0)
+                or (cfg.until_plateau and plateau.reached(done_here))
+            )
+            if self.distributed is not None:  # every rank: rank 0's schedule, the same stop
+                progress, stop = self.distributed.agree(progress, stop)
+            if stop:
                 break
             t0 = time.perf_counter()
             losses, lr = self._step(progress)
@@ -745,7 +799,9 @@ class TriNetTrainer:
         Lets a caller that only holds the image (the widget's Predict, the CLI) get the same
         floor and shape-prior stroke rules as the live previews; None for any other image.
         """
-        for im, sd, held in zip(self._native_images, self._native_seeds, self._native_heldout):
+        for im, sd, held in zip(
+            self._native_images or (), self._native_seeds, self._native_heldout
+        ):
             if im.shape == image.shape and np.array_equal(im, image):
                 return sd, held
         return None
@@ -819,6 +875,12 @@ class TriNetTrainer:
         ]
         if not bns:
             return
+        # the batches are drawn with restored generators: the same step and the same batches
+        # give the same statistics, so predicting many images between two steps (a dataset's
+        # validation files) re-estimates them once
+        key = (self.iteration, batches, self.config.batch_size)
+        if self._bn_key == key:
+            return
         saved = [(b, b.momentum) for b in bns]
         modes = {k: m.training for k, m in self.models.items()}
         for b in bns:
@@ -843,10 +905,20 @@ class TriNetTrainer:
                 b.momentum = mom
             for k, m in self.models.items():
                 m.train(modes[k])
+        self._bn_key = key
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Checkpoint:
-        """The trio as a :class:`~napari_medseg.checkpoints.Checkpoint` (save it to keep it)."""
+        """The trio as a :class:`~napari_medseg.checkpoints.Checkpoint` (save it to keep it).
+
+        A short run's BatchNorm statistics are re-estimated first (as :meth:`predict` does):
+        the running averages still remember the initial weights, and a loaded checkpoint
+        predicts with the statistics it holds — without this, a trio saved without a
+        prediction just before (a dataset run, the ACDC protocol) predicted worse once loaded
+        than its trainer did.
+        """
+        if self.iteration < BN_RECALIBRATE_BELOW:
+            self._recalibrate_batchnorm()
         return Checkpoint(
             config=self.config.to_dict(),
             in_channels=self.in_channels,
@@ -886,6 +958,7 @@ class TriNetTrainer:
                 except (ValueError, KeyError):
                     pass  # optimiser layout changed: momentum restarts, weights are kept
         self.iteration = int(state.iteration)
+        self._bn_key = None
         scores = state.member_scores or {}
         self.member_scores = {k: float(scores[k]) for k in self.keys if k in scores}
         for k, v in state.metadata.items():
