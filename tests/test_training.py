@@ -368,6 +368,20 @@ def test_checkpoint_is_written_atomically(tmp_path):
         load_checkpoint(tmp_path / "bad.pt")
 
 
+def test_fine_tuning_keeps_the_base_working_scale():
+    """A base learnt structures at its scale; fine-tuning on a larger image keeps that scale
+    (as the base's zero-shot prediction of that image does) instead of shrinking it more."""
+    tr, task = _trainer(iterations=1, models=("unet", "unet"), max_side=20)
+    tr.run()
+    base = tr.state_dict()
+    big = [np.repeat(np.repeat(im, 2, axis=-1), 2, axis=-2) for im in task.images]
+    seeds = [np.repeat(np.repeat(s, 2, axis=-1), 2, axis=-2) for s in task.seeds]
+    tuned = TriNetTrainer(big, seeds, task.num_classes, tr.config, checkpoint=base)
+    assert tuned.scale == pytest.approx(base.working_scale) == pytest.approx(0.5)
+    fresh = TriNetTrainer(big, seeds, task.num_classes, tr.config)
+    assert fresh.scale == pytest.approx(0.25)
+
+
 def test_working_resolution_keeps_thin_strokes_and_predicts_native_size():
     from napari_medseg.resolution import resize_seeds
 

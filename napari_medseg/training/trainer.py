@@ -224,6 +224,10 @@ class TriNetTrainer:
         else:
             largest = max(max(im.shape[-2:]) for im in images)
             self.scale = _working_scale((largest, largest), cfg.max_side)
+            if checkpoint is not None and (checkpoint.working_scale or 0) > 0:
+                # fine-tuning keeps the base's scale: structures keep the apparent size the
+                # base learnt them at, and its zero-shot prediction used the same factor
+                self.scale = float(checkpoint.working_scale)
             self._native_images = [np.ascontiguousarray(im, dtype=np.float32) for im in images]
             self._images = [
                 resize_image(im, scaled_size(im.shape[-2:], self.scale))
