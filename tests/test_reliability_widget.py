@@ -162,3 +162,25 @@ def test_tampered_model_is_refused_on_load(make_napari_viewer, qtbot, notes, tmp
     qtbot.waitUntil(lambda: not w.is_busy, timeout=TIMEOUT_MS)
     _assert_error(notes, "altered")
     assert w.session.base is None
+
+
+def test_deleting_the_layers_and_closing_mid_training_never_crashes(
+    make_napari_viewer, qtbot, notes
+):
+    """The user deletes the image and the scribbles while the trio trains, then closes the
+    widget: training stops, no error and no unexpected exception is shown."""
+    viewer, w = _viewer(make_napari_viewer, "ok")
+    viewer.window.add_dock_widget(w)
+    w.iterations_spin.setValue(100_000)
+    w.start_training()
+    qtbot.waitUntil(lambda: w.session.trainer is not None and w.session.trainer.iteration >= 1,
+                    timeout=TIMEOUT_MS)  # fmt: skip
+    viewer.layers.remove("scribbles")
+    qtbot.wait(300)
+    viewer.layers.remove("img")
+    qtbot.wait(300)
+    assert w.is_training  # a copy of the data trains on
+    w.close()  # closeEvent → shutdown: stop and wait for the worker
+    qtbot.waitUntil(lambda: not w.is_busy, timeout=TIMEOUT_MS)
+    errors = [m for s, m in notes if "error" in s]
+    assert not errors, errors
