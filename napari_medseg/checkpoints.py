@@ -3,14 +3,18 @@
 On disk a checkpoint is a plain dict of tensors, numbers, strings and lists marked
 ``format: napari-medseg-trio`` (:meth:`Checkpoint.to_dict`), written atomically
 (:func:`napari_medseg.atomic.atomic_write`) and read with ``torch.load(weights_only=True)``,
-which refuses files that carry pickled code. In memory it is a :class:`Checkpoint`, so that
-every reader (the workflow, the trainer, the widget) sees named fields instead of dict keys,
-and every "can this checkpoint be used here?" question is answered by
-:meth:`Checkpoint.check_compatible`.
+which refuses files that carry pickled code. Every file records ``content_sha256``, a hash of
+its weights (:func:`weights_sha256`), which :func:`load_checkpoint` recomputes: a weight changed
+after saving (tampering, a damaged copy) is refused instead of predicting nonsense. In memory
+it is a :class:`Checkpoint`, so that every reader (the workflow, the trainer, the widget)
+sees named fields instead of dict keys, and every "can this checkpoint be used here?"
+question is answered by :meth:`Checkpoint.check_compatible`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import pickle
 import zipfile
@@ -60,6 +64,8 @@ class Checkpoint:
     member_scores: dict[str, float] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
     version: int = VERSION
+    # sha256 of the weights as read from a file (None in memory); see weights_sha256
+    content_sha256: str | None = field(default=None, compare=False)
     source: str = field(default="the checkpoint", compare=False)
     # the model card (build_card): what the trio is for and what it was trained on, in plain
     # types; {} in files saved before cards existed
@@ -118,6 +124,7 @@ class Checkpoint:
             ],
             "metadata": dict(self.metadata),
             "card": dict(self.card),
+            "content_sha256": weights_sha256(self.slots),
         }
 
     @classmethod
@@ -135,7 +142,7 @@ class Checkpoint:
                 SlotState(k, s["name"], s["preset"], s["state_dict"], s.get("optimizer"))
                 for s, k in zip(state["slots"], keys)
             ]
-            return cls(
+            checkpoint = cls(
                 config=dict(state.get("config") or {}),
                 in_channels=int(state["in_channels"]),
                 num_classes=int(state["num_classes"]),
@@ -145,13 +152,56 @@ class Checkpoint:
                 member_scores=dict(state.get("member_scores") or {}),
                 metadata=dict(state.get("metadata") or {}),
                 version=int(state.get("version", VERSION)),
+                content_sha256=state.get("content_sha256"),
                 source=source,
                 card=dict(state.get("card") or {}),
             )
-        except (KeyError, TypeError, ValueError) as e:
+            checkpoint.check_values()
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(
                 f"{source} is incomplete ({type(e).__name__}: {e}) — save the model again"
             ) from None
+        return checkpoint
+
+    def check_values(self) -> None:
+        """Refuses numbers no trained trio can have (a working scale of 0 would predict one
+        class everywhere; no slots, no networks)."""
+        problems = []
+        if not (math.isfinite(self.working_scale) and 0 < self.working_scale <= 1):
+            problems.append(f"working_scale {self.working_scale} (must be in (0, 1])")
+        if self.in_channels < 1:
+            problems.append(f"in_channels {self.in_channels}")
+        if self.num_classes < 2:
+            problems.append(f"num_classes {self.num_classes} (at least 2)")
+        if self.iteration < 0:
+            problems.append(f"iteration {self.iteration}")
+        if not self.slots:
+            problems.append("no networks")
+        if any(not isinstance(s.state_dict, dict) for s in self.slots):
+            problems.append("a network without weights")
+        bad_scores = [k for k, v in self.member_scores.items() if not math.isfinite(float(v))]
+        if bad_scores:
+            problems.append(f"non-finite ensemble scores for {bad_scores}")
+        if problems:
+            raise CheckpointError(
+                f"{self.source} holds values no trained model has: {'; '.join(problems)} — "
+                "the file is damaged or was edited; save the model again"
+            )
+
+    def verify_content(self) -> None:
+        """Refuses weights that differ from the hash recorded when the file was saved."""
+        if self.content_sha256 is None:
+            return  # files saved before hashes were recorded
+        if not isinstance(self.content_sha256, str) or (
+            weights_sha256(self.slots) != self.content_sha256
+        ):
+            raise CheckpointError(
+                f"{self.source} was altered after it was saved: its weights do not match the "
+                "content hash recorded in it (a damaged copy, or an edited file) — use an "
+                "untouched copy of the model, or train it again"
+            )
 
     # ------------------------------------------------------------------ use
     def check_compatible(
@@ -197,6 +247,27 @@ class Checkpoint:
             )
 
 
+def weights_sha256(slots: Sequence[SlotState]) -> str:
+    """sha256 over every slot's weights in a canonical order.
+
+    Slots in their order; in each, the key and architecture, then every state-dict entry by
+    sorted name with its dtype, shape and raw bytes (CPU, contiguous, native byte order).
+    Optimiser states are not covered: they do not change what the trio predicts.
+    """
+    h = hashlib.sha256()
+    for slot in slots:
+        h.update(f"slot\0{slot.key}\0{slot.name}\0".encode())
+        for name in sorted(slot.state_dict):
+            value = slot.state_dict[name]
+            if isinstance(value, torch.Tensor):
+                t = value.detach().to("cpu").contiguous()
+                h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            else:
+                h.update(f"{name}\0{type(value).__name__}\0{value!r}\0".encode())
+    return h.hexdigest()
+
+
 def channels_error(source: str, trained: int, given: int, image: str) -> CheckpointError:
     """The one message for an image whose channels the networks were not built for."""
     kind = channel_kind(trained)
@@ -234,7 +305,21 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(
             f"checkpoint {path} could not be read ({e}); it may be corrupt"
         ) from None
-    return Checkpoint.from_dict(state, source=f"the model in {path.name}")
+    checkpoint = Checkpoint.from_dict(state, source=f"the model in {path.name}")
+    checkpoint.verify_content()
+    return checkpoint
+
+
+def load_weights(model, slot: SlotState, source: str) -> None:
+    """``model.load_state_dict`` with a :class:`CheckpointError` naming the file and slot."""
+    try:
+        model.load_state_dict(slot.state_dict)
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{source}: the weights of {slot.key} ({slot.name}) do not fit its architecture "
+            f"({first}) — the file is damaged or from another version; save the model again"
+        ) from None
 
 
 def models_from_checkpoint(checkpoint: Checkpoint, device: str | torch.device = "cpu") -> dict:
@@ -243,7 +328,7 @@ def models_from_checkpoint(checkpoint: Checkpoint, device: str | torch.device = 
     models = {}
     for slot in checkpoint.slots:
         m = create_model(slot.name, checkpoint.in_channels, checkpoint.num_classes, slot.preset)
-        m.load_state_dict(slot.state_dict)
+        load_weights(m, slot, checkpoint.source)
         models[slot.key] = m.to(device).eval()
     return models
 

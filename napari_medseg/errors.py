@@ -28,6 +28,10 @@ class ConfigError(MedsegError):
     """A setting that does not exist here: an unknown preset, model, device or prior."""
 
 
+class OutputError(MedsegError):
+    """An output folder or file that cannot be written (or would replace an input)."""
+
+
 def choices_error(what: str, value: object, choices) -> ConfigError:
     """``unknown <what> 'x'; choose one of: a, b`` — the one wording for a bad choice."""
     return ConfigError(f"unknown {what} {value!r}; choose one of: {', '.join(map(str, choices))}")

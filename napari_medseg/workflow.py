@@ -38,8 +38,8 @@ from .checkpoints import (
 from .data.classes import ClassMap
 from .data.collection import Collection, CollectionItem
 from .data.normalization import normalize_image, restore_layout
-from .data.validation import validate_inputs, validate_scribble_update
-from .errors import InputError, MedsegError
+from .data.validation import validate_image, validate_inputs, validate_scribble_update
+from .errors import ConfigError, InputError, MedsegError
 from .training import InteractiveTask, TrainConfig, TrainerUpdate, TriNetTrainer
 from .training.interactive import prepare_interactive
 
@@ -200,17 +200,40 @@ class DatasetInputs:
         }
 
 
+def output_names(keys: Sequence[str]) -> list[str]:
+    """The label files a segmentation is written as: ``ensemble.tif``, ``<slot key>.tif``."""
+    return ["ensemble.tif", *(f"{k}.tif" for k in keys)]
+
+
 def write_segmentation(
-    segmentation: Segmentation, folder: str | os.PathLike, spacing=None
+    segmentation: Segmentation, folder: str | os.PathLike, spacing=None, place=None
 ) -> list[Path]:
-    """``ensemble.tif`` and one ``<slot key>.tif`` per network in ``folder``; their paths."""
+    """``ensemble.tif`` and one ``<slot key>.tif`` per network in ``folder``; their paths.
+
+    ``place``: maps a file name to the path to write it to (a staging folder,
+    :class:`napari_medseg.outputs.StagedOutputs.path`) instead of ``folder / name``.
+    """
     from .data.readers import write_labels
 
     folder = Path(folder)
+    place = place or (lambda name: folder / name)
+    maps = {"ensemble": segmentation.ensemble, **segmentation.labels}
     return [
-        Path(write_labels(folder / f"{name}.tif", labels, spacing=spacing))
-        for name, labels in {"ensemble": segmentation.ensemble, **segmentation.labels}.items()
+        Path(write_labels(place(f"{name}.tif"), labels, spacing=spacing))
+        for name, labels in maps.items()
     ]
+
+
+def release_memory(device) -> None:
+    """Returns the accelerator memory the caching allocator holds (after a Stop or a run):
+    other programs, and the next training, get it back. No-op on the CPU."""
+    import gc
+
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda") and torch.cuda.is_available():
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 class Workflow:
@@ -325,7 +348,12 @@ class Workflow:
             raise MedsegError("a dataset is built by prepare_dataset(), not build()")
         if not self.inputs:
             raise MedsegError("no images to train on yet — call set_inputs() first")
-        self.trainer = None  # a half-built trainer must never be continued
+        config.check()
+        old, self.trainer = self.trainer, None  # a half-built trainer must never be continued
+        if old is not None:
+            device = old.device
+            del old
+            release_memory(device)
         self.trainer = TriNetTrainer(
             [t.images[0] for t in self.inputs],
             [t.seeds[0] for t in self.inputs],
@@ -379,6 +407,8 @@ class Workflow:
                     raise ValueError("a live preview of several single slices is not supported")
                 seg = self._segmentation(upd.prediction, kind, slices[0] if slices else None)
             fields_ = {f.name: getattr(upd, f.name) for f in fields(TrainerUpdate)}
+            if upd.done:
+                release_memory(trainer.device)  # the activations' cache, after Stop or the end
             yield Progress(**fields_, run_step=upd.iteration - start, segmentation=seg)
 
     def configure(self, **changes) -> None:
@@ -391,7 +421,8 @@ class Workflow:
         cfg = self.trainer.config
         unknown = [k for k in changes if k not in TrainConfig.__dataclass_fields__]
         if unknown:
-            raise MedsegError(f"unknown training setting(s) {unknown}")
+            raise ConfigError(f"unknown training setting(s) {unknown}")
+        replace(cfg, **changes).check()  # refused before anything changes
         for k, v in changes.items():
             setattr(cfg, k, v)
 
@@ -704,7 +735,14 @@ class Workflow:
         """
         if not self.has_model:
             raise MedsegError("no model yet — train one (or load a saved model) before predicting")
-        norm = normalize_image(image, kind)
+        # the same check as training's: no 3×3, all-NaN or (32, 32, 2) image is segmented
+        validate_image(image, image_name)
+        try:
+            norm = normalize_image(image, kind)
+        except MedsegError:
+            raise
+        except ValueError as e:  # a kind the array cannot have
+            raise InputError(f"{image_name}: {e}") from None
         data = norm.data
         channels = self.trainer.in_channels if self.trainer is not None else self.base.in_channels
         if data.shape[1] != channels:

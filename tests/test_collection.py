@@ -315,6 +315,17 @@ def test_fine_tuned_base_predicts_a_folder_and_eval_takes_folders(tmp_path, caps
     for i in range(4):
         lab = read_labels(pred / f"case{i}.tif")
         assert lab.shape == (36 + 2 * i, 40) and set(np.unique(lab)) <= {1, 2}
+    # into the image folder itself: refused before any work, the images untouched
+    import hashlib
+
+    def digest(folder):
+        return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in folder.iterdir()}
+
+    before = digest(data / "images")
+    args = ["predict", "--checkpoint", str(ft / "model.pt"), "--image", str(data / "images")]
+    assert main([*args, "--out", str(data / "images"), "--device", "cpu"]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert digest(data / "images") == before
 
     # eval matches the two folders by stem; a perfect copy scores 1
     perfect = tmp_path / "perfect"

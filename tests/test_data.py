@@ -334,10 +334,13 @@ def test_validate_ok_and_inputs_untouched():
     np.testing.assert_array_equal(scr, scr0)
     assert img.flags.writeable and scr.flags.writeable
 
-    rgb = validate_inputs(
-        np.zeros((16, 16, 3), np.uint8), _scribbled(unlabelled=4) % 4, unlabelled=4
-    )
+    acdc_like = _scribbled(unlabelled=4)  # 4 unlabelled, 0 a class (a stroke of it)
+    acdc_like[5, 3:8] = 0
+    rgb = validate_inputs(np.zeros((16, 16, 3), np.uint8), acdc_like, unlabelled=4)
     assert rgb.kind == "rgb" and rgb.class_values == (0, 1, 2)
+    # the same values with no unlabelled pixel left is a dense label map, not scribbles
+    with pytest.raises(InputError, match="dense label map"):
+        validate_inputs(np.zeros((16, 16, 3), np.uint8), acdc_like % 4, unlabelled=4)
 
 
 @pytest.mark.parametrize(

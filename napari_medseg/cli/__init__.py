@@ -2,7 +2,8 @@
 
 :mod:`.parser` (arguments), :mod:`.commands` (one function per sub-command, each driving
 :class:`napari_medseg.workflow.Workflow` or a tool), :mod:`.demo` (the headless demo),
-:mod:`.progress` (the progress bar), :mod:`.main` (the entry point and its error policy).
+:mod:`.progress` (the progress bar), :mod:`.interrupt` (Ctrl-C stops training and keeps its
+work), :mod:`.main` (the entry point and its error policy).
 """
 
 from .main import main

@@ -35,10 +35,31 @@ def run_command(args: argparse.Namespace) -> int:
     return handlers[args.command](args)
 
 
+def _check_budget(args) -> None:
+    """Budgets that would never end (NaN, infinite) or never start, refused before any work."""
+    seconds = getattr(args, "seconds", None)
+    if seconds is not None and (not math.isfinite(seconds) or seconds <= 0):
+        raise CliError(f"--seconds must be a positive number of seconds, not {seconds}")
+    iterations = getattr(args, "iterations", None)
+    if iterations is not None and iterations <= 0:
+        raise CliError(f"--iterations must be a positive number, not {iterations}")
+    for option, name in (("--batch-size", "batch_size"), ("--patch-size", "patch_size")):
+        v = getattr(args, name, None)
+        low = 1 if name == "batch_size" else 0
+        if v is not None and v < low:
+            raise CliError(f"{option} must be at least {low}, not {v}")
+    for option, name in (("--lr", "lr"), ("--rw-weight", "rw_weight")):
+        v = getattr(args, name, None)
+        if v is not None and (not math.isfinite(v) or v < 0 or (name == "lr" and v == 0)):
+            sign = "positive" if name == "lr" else "non-negative"
+            raise CliError(f"{option} must be a finite {sign} number, not {v}")
+
+
 def _config_from_args(args, defaults: dict | None = None, class_values=()):
     from ..models import model_info
     from ..training import TrainConfig
 
+    _check_budget(args)
     cfg = TrainConfig.from_dict(defaults or {})
     if args.models:
         cfg.models = args.models
@@ -48,12 +69,8 @@ def _config_from_args(args, defaults: dict | None = None, class_values=()):
     cfg.seed = args.seed
     cfg.preview_every_seconds = None  # nobody watches previews here
     if args.seconds is not None:
-        if not math.isfinite(args.seconds) or args.seconds <= 0:
-            raise CliError(f"--seconds must be a positive number of seconds, not {args.seconds}")
         cfg.seconds, cfg.iterations = args.seconds, None
     elif args.iterations is not None:
-        if args.iterations <= 0:
-            raise CliError("--iterations must be positive")
         cfg.iterations, cfg.seconds = args.iterations, None
     for name in ("batch_size", "patch_size", "lr", "rw_weight", "augment"):
         v = getattr(args, name, None)
@@ -71,6 +88,7 @@ def _config_from_args(args, defaults: dict | None = None, class_values=()):
         cfg.seconds = 600.0 if cfg.until_plateau else 60.0
     for m in cfg.models:
         model_info(m)  # an unknown name is an error that lists the choices
+    cfg.check()
     return cfg
 
 
@@ -79,9 +97,26 @@ def _report(files) -> None:
         print(f"wrote {f}")
 
 
+def _report_folder(outputs) -> None:
+    """What committing changed besides this run's files (an earlier run's leftovers)."""
+    for f in outputs.removed:
+        print(f"removed {f} (an earlier run's prediction that this run does not replace)")
+    for f in outputs.stale:
+        print(
+            f"note: {f} is from an earlier run and was kept; it does not belong to these outputs",
+            file=sys.stderr,
+        )
+
+
+def _warn(warnings) -> None:
+    for w in dict.fromkeys(warnings):  # each once, in order
+        print(f"warning: {w}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------- train
 def cmd_train(args) -> int:
     started = time.perf_counter()  # --seconds counts from here: reading and building too
+    _check_budget(args)
     if args.dataset:
         return _train_dataset(args)
     if args.data or args.resume:
@@ -92,34 +127,68 @@ def cmd_train(args) -> int:
     if not args.out:
         raise CliError("--out is required: the folder for the predictions and model.pt")
     from ..checkpoints import load_checkpoint
-    from ..data.readers import load_image, read_labels
-    from ..workflow import Task, Workflow, write_segmentation
+    from ..data.readers import (
+        ACDC_UNLABELLED,
+        is_acdc_scribble_file,
+        load_image,
+        read_scribbles,
+    )
+    from ..outputs import StagedOutputs
+    from ..workflow import Task, Workflow, output_names, write_segmentation
+    from .interrupt import StopOnInterrupt
 
     img_path = path_or_error(args.image, "--image")
     scr_path = path_or_error(args.scribbles, "--scribbles")
-    out = Path(args.out)
-    image = load_image(img_path)
-    scribbles = read_labels(scr_path)
-    unlabelled = 0 if args.unlabelled is None else args.unlabelled
-    base = load_checkpoint(args.checkpoint) if args.checkpoint else None
-    workflow = Workflow(Task(unlabelled=unlabelled, spacing=image.spacing), base=base)
-    for w in workflow.set_inputs([(image.array, scribbles)]):
-        print(f"warning: {w}", file=sys.stderr)
-    values = workflow.task.class_values
-    # fine-tuning keeps the base's slots, preset and shape prior unless told otherwise
-    cfg = _config_from_args(args, workflow.base_settings(), values)
-    workflow.build(cfg)
-    print(
-        f"training {', '.join(cfg.models)} ({cfg.preset}) on {workflow.device_for()} — "
-        f"{len(values)} classes {list(values)}",
-        file=sys.stderr,
-    )
-    final = drive(workflow.train(started=started), cfg)
-    files = write_segmentation(final.segmentation, out, image.spacing)
-    files.append(workflow.save(out / "model.pt"))
+    ckpt_path = path_or_error(args.checkpoint, "--checkpoint") if args.checkpoint else None
+    # the output folder is checked (and a staging folder made) before minutes of training
+    with StagedOutputs(args.out, [img_path, scr_path, ckpt_path]) as outputs:
+        outputs.check_names(["ensemble.tif", "model.pt"])
+        image = load_image(img_path)
+        scribbles = read_scribbles(scr_path)
+        unlabelled = args.unlabelled
+        if unlabelled is None:
+            unlabelled = 0
+            if is_acdc_scribble_file(scr_path):
+                unlabelled = ACDC_UNLABELLED
+                print(
+                    f"note: {scr_path} is read from its 'scribble' dataset with "
+                    f"{ACDC_UNLABELLED} as the unlabelled value (the ACDC convention; "
+                    "--unlabelled sets another)",
+                    file=sys.stderr,
+                )
+        base = load_checkpoint(ckpt_path) if ckpt_path else None
+        workflow = Workflow(Task(unlabelled=unlabelled, spacing=image.spacing), base=base)
+        _warn(workflow.set_inputs([(image.array, scribbles)]))
+        values = workflow.task.class_values
+        # fine-tuning keeps the base's slots, preset and shape prior unless told otherwise
+        cfg = _config_from_args(args, workflow.base_settings(), values)
+        workflow.build(cfg)
+        outputs.check_names([*output_names(workflow.keys), "model.pt"])
+        with StopOnInterrupt(workflow) as interrupt:
+            print(
+                f"training {', '.join(cfg.models)} ({cfg.preset}) on {workflow.device_for()} — "
+                f"{len(values)} classes {list(values)}",
+                file=sys.stderr,
+                flush=True,
+            )
+            final = drive(workflow.train(started=started), cfg)
+        segmentation = final.segmentation
+        if segmentation is None:  # stopped: predict with what the networks have reached
+            segmentation = workflow.predict(image.array, image_name=str(img_path))
+        write_segmentation(segmentation, outputs.target, image.spacing, place=outputs.path)
+        workflow.save(outputs.path("model.pt"))
+        files = outputs.commit()
     print(f"{final.iteration} iterations in {final.elapsed:.1f} s")
-    print_floor(final.segmentation)
+    print_floor(segmentation)
     _report(files)
+    _report_folder(outputs)
+    if interrupt.requested:
+        print(
+            f"napari-medseg: interrupted after {final.iteration} iterations — the model and the "
+            f"predictions reached so far are saved in {outputs.target}",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 
@@ -277,8 +346,10 @@ def _train_dataset(args) -> int:
         raise CliError("--out is required: the folder for model.pt and metrics.csv")
     data = path_or_error(args.data, "--data")
     fold = _fold(args.fold or "fold1")
+    from ..outputs import check_output_folder
     from ..training.dataset_protocol import ACDC_NUM_CLASSES
 
+    check_output_folder(args.out)  # before the folds' minutes of training
     cfg = _config_from_args(args, class_values=tuple(range(ACDC_NUM_CLASSES)))
     unlabelled = 4 if args.unlabelled is None else args.unlabelled
     result = run_acdc_protocol(
@@ -298,23 +369,36 @@ def _train_dataset(args) -> int:
 # ---------------------------------------------------------------- predict
 def cmd_predict(args) -> int:
     from ..data.readers import is_dicom_path, load_image
-    from ..workflow import Workflow, write_segmentation
+    from ..outputs import StagedOutputs
+    from ..workflow import Workflow, output_names, write_segmentation
 
-    workflow = Workflow.load(path_or_error(args.checkpoint, "--checkpoint"))
-    target = path_or_error(args.image, "--image")
-    if target.is_dir() and not is_dicom_path(target):
-        return _predict_folder(workflow, target, Path(args.out), args.device)
-    image = load_image(target)
-    seg = workflow.predict(image.array, device=args.device, image_name=args.image)
-    _report(write_segmentation(seg, args.out, image.spacing))
+    ckpt_path = path_or_error(args.checkpoint, "--checkpoint")
+    img_path = path_or_error(args.image, "--image")
+    if img_path.is_dir() and not is_dicom_path(img_path):
+        return _predict_folder(ckpt_path, img_path, args.out, args.device)
+    with StagedOutputs(args.out, [ckpt_path, img_path]) as outputs:
+        workflow = Workflow.load(ckpt_path)
+        outputs.check_names(output_names(workflow.keys))
+        image = load_image(img_path)
+        seg = workflow.predict(image.array, device=args.device, image_name=str(img_path))
+        _warn(seg.warnings)
+        write_segmentation(seg, outputs.target, image.spacing, place=outputs.path)
+        files = outputs.commit()
+    _report(files)
+    _report_folder(outputs)
     return 0
 
 
-def _predict_folder(workflow, folder: Path, out: Path, device: str) -> int:
-    """Every image of ``folder`` → ``out/<stem>.tif`` (the ensemble), then a summary."""
+def _predict_folder(checkpoint: Path, folder: Path, out: str, device: str) -> int:
+    """Every image of ``folder`` → ``out/<stem>.tif`` (the ensemble), then a summary.
+
+    Staged like every run's outputs: written aside and moved in at the end, never over an
+    input (``--out`` the image folder itself is refused before any work)."""
     from collections import Counter
 
     from ..data.collection import image_files
+    from ..outputs import StagedOutputs
+    from ..workflow import Workflow
     from .progress import progress_bar
 
     files = image_files(folder)
@@ -324,14 +408,22 @@ def _predict_folder(workflow, folder: Path, out: Path, device: str) -> int:
             "images, one image file, or a DICOM series folder"
         )
     written, pixels = [], Counter()
-    with progress_bar(len(files), "predicting", "image") as bar:
-        for path, target, seg in workflow.predict_files(files, out, device=device):
-            for w in seg.warnings:
-                print(f"warning: {path.name}: {w}", file=sys.stderr)
-            values, counts = np.unique(seg.ensemble, return_counts=True)
-            pixels.update(dict(zip(values.tolist(), counts.tolist())))
-            written.append(target)
-            bar.update(1)
+    with StagedOutputs(out, [checkpoint, *files]) as outputs:
+        outputs.check_names(
+            (p.name[: -len(".nii.gz")] if p.name.endswith(".nii.gz") else p.stem) + ".tif"
+            for p in files
+        )
+        workflow = Workflow.load(checkpoint)
+        with progress_bar(len(files), "predicting", "image") as bar:
+            for path, target, seg in workflow.predict_files(files, outputs.staging, device=device):
+                for w in seg.warnings:
+                    print(f"warning: {path.name}: {w}", file=sys.stderr)
+                values, counts = np.unique(seg.ensemble, return_counts=True)
+                pixels.update(dict(zip(values.tolist(), counts.tolist())))
+                outputs.path(target.name)  # staged there already: registered for the move
+                bar.update(1)
+        written = outputs.commit()
+    out = outputs.target
     total = sum(pixels.values())
     shares = ", ".join(f"{v}: {100 * n / total:.1f} %" for v, n in sorted(pixels.items()))
     print(f"predicted {len(written)} image(s) of {folder} into {out} (one <stem>.tif each)")
@@ -377,6 +469,8 @@ def cmd_eval(args) -> int:
         for r in evaluate_segmentation(pred, truth, class_values=cls, spacing=spacing, case=str(p)):
             r["truth_file"] = str(t)
             rows.append(r)
+    if args.out:
+        _refuse_overwrite(args.out, [*args.pred, *args.truth])
     summary = summarize_by_class(rows)
     print(_format_summary(summary))
     print(f"hd95/asd in {'; '.join(sorted(units))}")
@@ -412,6 +506,19 @@ def _eval_pairs(preds: list[str], truths: list[str]) -> list[tuple[str, str]]:
     return [(str(pred[s]), str(truth[s])) for s in stems]
 
 
+def _refuse_overwrite(out: str, inputs) -> None:
+    """An output file that is one of the inputs is refused (inputs are never written over)."""
+    import os
+
+    from ..outputs import check_output_file
+
+    target = check_output_file(out)
+    for inp in inputs:
+        p = Path(inp)
+        if target == p.resolve() or (target.exists() and os.path.samefile(target, p)):
+            raise CliError(f"--out {out} is the input {inp} — choose another file for the output")
+
+
 def _format_summary(summary) -> str:
     lines = []
     for cls, vals in summary.items():
@@ -423,13 +530,26 @@ def _format_summary(summary) -> str:
 # ---------------------------------------------------------------- bench-models
 def cmd_bench_models(args) -> int:
     from ..benchmarking.model_efficiency import run_model_efficiency, to_markdown
+    from ..data.validation import MIN_SIZE
 
+    if args.size < MIN_SIZE:
+        raise CliError(f"--size must be at least {MIN_SIZE} px, not {args.size}")
+    if args.runs is not None and args.runs < 1:
+        raise CliError(f"--runs must be at least 1, not {args.runs}")
+    if args.warmup is not None and args.warmup < 0:
+        raise CliError(f"--warmup must be 0 or more, not {args.warmup}")
+    presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
+    if not presets:
+        raise CliError("--presets is empty — give e.g. lite,paper")
+    if args.out:
+        from ..outputs import check_output_file
+
+        check_output_file(args.out)
     kwargs = {}
     if args.runs is not None:
         kwargs["runs"] = args.runs
     if args.warmup is not None:
         kwargs["warmup"] = args.warmup
-    presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
     rows = run_model_efficiency(
         models=list(args.models) if args.models else None,
         presets=presets,
@@ -440,8 +560,15 @@ def cmd_bench_models(args) -> int:
     table = to_markdown(rows)
     print(table)
     if args.out:
-        Path(args.out).write_text(table + "\n")
+        from ..atomic import atomic_write
+
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(table + "\n"))
         print(f"wrote {args.out}")
+    failed = [f"{r.model} ({r.preset})" for r in rows if r.error]
+    if failed:
+        raise CliError(f"{', '.join(failed)} failed to run (see the table) — check the options")
+    if not rows:
+        raise CliError("no model was measured — check --models and --presets")
     return 0
 
 
@@ -449,6 +576,8 @@ def cmd_bench_models(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    if not math.isfinite(args.seconds) or args.seconds <= 0:
+        raise CliError(f"--seconds must be a positive number of seconds, not {args.seconds}")
     run_demo(Path(args.out), seconds=args.seconds, sample=args.sample)
     return 0
 

@@ -47,28 +47,35 @@ def overlay_png(
 
 def run_demo(out: Path, seconds: float = 45.0, sample: str = "mri") -> dict:
     from ..metrics import evaluate_segmentation
+    from ..outputs import StagedOutputs
     from ..sample_data import load_mri_sample, load_rgb_sample
     from ..training import TrainConfig
     from ..workflow import Task, Workflow, write_segmentation
+    from .interrupt import StopOnInterrupt
     from .progress import drive, print_floor
 
-    data = load_mri_sample() if sample == "mri" else load_rgb_sample()
-    workflow = Workflow(Task(class_names=tuple(data.get("class_names", ()))))
-    cfg = TrainConfig(seconds=seconds, preview_every_seconds=None)
-    workflow.prepare([(data["image"], data["scribbles"])], cfg)
-    print(
-        f"napari-medseg demo: training {', '.join(cfg.models)} ({cfg.preset}) on "
-        f"{workflow.device_for()} for {seconds:.0f} s on the {sample.upper()} sample "
-        f"({data.get('description', '')})",
-        file=sys.stderr,
-    )
-    final = drive(workflow.train(), cfg, "demo")
-    files = write_segmentation(final.segmentation, out)
-    files.append(workflow.save(out / "model.pt"))
-    ensemble = final.segmentation.ensemble
-    truth = data.get("truth")
-    panels = [np.asarray(data["scribbles"]), ensemble] + ([truth] if truth is not None else [])
-    files.append(overlay_png(out / "overlay.png", data["image"], panels, workflow.task.kind))
+    cfg = TrainConfig(seconds=seconds, preview_every_seconds=None)  # a bad budget: refused
+    with StagedOutputs(out) as outputs:  # checked before training; moved into place at the end
+        data = load_mri_sample() if sample == "mri" else load_rgb_sample()
+        workflow = Workflow(Task(class_names=tuple(data.get("class_names", ()))))
+        workflow.prepare([(data["image"], data["scribbles"])], cfg)
+        with StopOnInterrupt(workflow):
+            print(
+                f"napari-medseg demo: training {', '.join(cfg.models)} ({cfg.preset}) on "
+                f"{workflow.device_for()} for {seconds:.0f} s on the {sample.upper()} sample "
+                f"({data.get('description', '')})",
+                file=sys.stderr,
+            )
+            final = drive(workflow.train(), cfg, "demo")
+        segmentation = final.segmentation or workflow.predict(data["image"])
+        write_segmentation(segmentation, out, place=outputs.path)
+        workflow.save(outputs.path("model.pt"))
+        ensemble = segmentation.ensemble
+        truth = data.get("truth")
+        panels = [np.asarray(data["scribbles"]), ensemble] + ([truth] if truth is not None else [])
+        overlay_png(outputs.path("overlay.png"), data["image"], panels, workflow.task.kind)
+        files = outputs.commit()
+    out = outputs.target
     result = {"iterations": final.iteration, "seconds": final.elapsed, "files": files}
     if truth is not None:
         values = workflow.task.class_values
@@ -79,7 +86,7 @@ def run_demo(out: Path, seconds: float = 45.0, sample: str = "mri") -> dict:
             name = names[v - 1] if 0 < v <= len(names) else str(v)
             print(f"  Dice {name:>12s}: {r['dice']:.3f}")
         result["dice"] = {r["class"]: r["dice"] for r in rows}
-    print_floor(final.segmentation)
+    print_floor(segmentation)
     print(f"{final.iteration} iterations in {final.elapsed:.0f} s. Outputs:")
     for f in files:
         print(f"  {f}")

@@ -12,8 +12,9 @@ Two families of images reach the engine:
   divided by the image's maximum, one factor for all channels so colours keep their ratios.
 
 Non-finite values never crash: NaN and -Inf take the lower bound of the finite values,
-+Inf the upper one, and a message saying so is returned in the ``warnings`` list (and
-logged) so the widget can show it.
++Inf the upper one, and a message saying so is returned in the ``warnings`` list so that the
+surface shows it, once (it is logged at debug level only: a warning-level log record would
+print it a second time on the command line).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def _resolve_kind(image: np.ndarray, kind: str) -> str:
 
 def _warn(warnings: list[str], message: str) -> None:
     warnings.append(message)
-    logger.warning(message)
+    logger.debug(message)
 
 
 def _replace_nonfinite(

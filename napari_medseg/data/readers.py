@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write
+from ..errors import InputError, MedsegError
 
 __all__ = [
     "ACDC_CLASS_NAMES",
@@ -31,6 +32,7 @@ __all__ = [
     "read_acdc_volume",
     "read_image",
     "read_labels",
+    "read_scribbles",
     "write_labels",
 ]
 
@@ -94,14 +96,70 @@ def _check_exists(path: Path, folder_ok: bool = False) -> None:
         raise IsADirectoryError(f"{path} is a folder — give the path of one image file")
 
 
-def _unsupported(path: Path) -> ValueError:
+def _unsupported(path: Path) -> InputError:
     supported = ", ".join(
         _TIFF_SUFFIXES + _RASTER_SUFFIXES + _NIFTI_SUFFIXES + _H5_SUFFIXES + _DICOM_SUFFIXES
     )
-    return ValueError(
+    return InputError(
         f"cannot read {path.name!r}: unsupported file type {_suffix(path)!r}. "
         f"Supported: {supported} and folders of DICOM slices. Convert the file to TIFF or "
         "NIfTI first."
+    )
+
+
+#: Environment variable overriding the largest image (in bytes of pixel data) a reader accepts.
+MAX_BYTES_ENV = "MEDSEG_MAX_IMAGE_BYTES"
+
+
+def max_image_bytes() -> int:
+    """The most pixel data a reader will allocate: ``$MEDSEG_MAX_IMAGE_BYTES``, else half of
+    the memory available now (a file's header can declare any size; the allocation must not
+    take the machine down before the user hears why)."""
+    env = os.environ.get(MAX_BYTES_ENV)
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        pass
+    return 8 << 30
+
+
+def _guard_size(path: Path, shape, dtype, stored_bytes: int | None = None) -> None:
+    """Refuses, from the header alone, pixel data too large to allocate or larger than an
+    uncompressed file can hold (``stored_bytes``: what the file has room for)."""
+    shape = tuple(int(n) for n in shape)
+    if any(n < 0 for n in shape):
+        raise InputError(f"{path}: the header declares a negative size {shape} — it is corrupt")
+    declared = int(np.prod(shape, dtype=np.float64) * np.dtype(dtype).itemsize)
+    if stored_bytes is not None and declared > stored_bytes:
+        raise InputError(
+            f"{path} declares {declared:,} bytes of pixels ({'×'.join(map(str, shape))}, "
+            f"{np.dtype(dtype)}) but holds only {max(stored_bytes, 0):,} — the file is truncated "
+            "or corrupt; export it again"
+        )
+    limit = max_image_bytes()
+    if declared > limit:
+        raise InputError(
+            f"{path} declares an image of {'×'.join(map(str, shape))} {np.dtype(dtype)} "
+            f"({declared / 2**30:.1f} GiB), more than the {limit / 2**30:.1f} GiB this computer "
+            f"can spare — crop or downsample it first (or set {MAX_BYTES_ENV})"
+        )
+
+
+def _unreadable(path: Path, error: BaseException) -> InputError:
+    """The one message for a file a format library could not read."""
+    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    detail = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return InputError(
+        f"cannot read {path} ({detail}) — the file may be truncated or corrupt, or not what its "
+        "name says; export it again"
     )
 
 
@@ -130,6 +188,12 @@ def _read_tiff(path: Path) -> ImageData:
     import tifffile
 
     with tifffile.TiffFile(path) as tf:
+        if not tf.series:
+            raise InputError(f"{path}: the TIFF file holds no image — export it again")
+        series = tf.series[0]
+        page = tf.pages[0]
+        uncompressed = int(getattr(page, "compression", 1)) == 1
+        _guard_size(path, series.shape, series.dtype, path.stat().st_size if uncompressed else None)
         array = tf.asarray()
         spacing = _tiff_spacing(tf)
     if spacing is not None:
@@ -157,6 +221,11 @@ def _read_nifti(path: Path) -> ImageData:
     import nibabel as nib
 
     img = nib.load(str(path))
+    header = img.header
+    stored = None
+    if _suffix(path) == ".nii":
+        stored = path.stat().st_size - int(header.get_data_offset())
+    _guard_size(path, header.get_data_shape(), header.get_data_dtype(), stored)
     data = np.asanyarray(img.dataobj)
     nd = data.ndim
     spatial = min(nd, 3)
@@ -167,13 +236,27 @@ def _read_nifti(path: Path) -> ImageData:
     return ImageData(array, spacing, path)
 
 
+def _h5_dataset(path: Path, f, name: str, what: str, hint: str = "") -> np.ndarray:
+    """Dataset ``name`` of an open HDF5 file, size-checked before it is read."""
+    import h5py
+
+    ds = f.get(name)
+    if not isinstance(ds, h5py.Dataset):
+        raise InputError(
+            f"{path}: HDF5 file has no '{name}' dataset (found {sorted(f)}) — give a file "
+            f"with {what}{hint}"
+        )
+    if ds.dtype.kind not in "biuf":
+        raise InputError(f"{path}: dataset '{name}' holds {ds.dtype}, not numbers")
+    _guard_size(path, ds.shape, ds.dtype)
+    return np.asarray(ds[()])
+
+
 def _read_h5_image(path: Path) -> ImageData:
     import h5py
 
     with h5py.File(path, "r") as f:
-        if "image" not in f:
-            raise ValueError(f"{path.name}: HDF5 file has no 'image' dataset (found {list(f)})")
-        array = f["image"][()]
+        array = _h5_dataset(path, f, "image", "an image")
     return ImageData(np.asarray(array), None, path)
 
 
@@ -195,7 +278,14 @@ def _read_dicom(path: Path) -> ImageData:
 
     from .dicom import read_dicom
 
-    series = read_dicom(path)
+    try:
+        series = read_dicom(path)
+    except MedsegError:
+        raise
+    except ValueError as e:  # read_dicom's own messages say what to do: keep them whole
+        if path.name not in str(e):
+            raise _unreadable(path, e) from None
+        raise InputError(str(e)) from None
     for w in series.warnings:
         warnings.warn(w, stacklevel=3)
     return ImageData(series.array, series.spacing, path)
@@ -212,6 +302,17 @@ def load_image(path: str | os.PathLike) -> ImageData:
     """
     path = Path(path)
     _check_exists(path, folder_ok=True)
+    try:
+        return _load_image(path)
+    except MedsegError:
+        raise
+    except MemoryError:
+        raise InputError(f"{path} is too large for memory — crop or downsample it") from None
+    except Exception as e:  # noqa: BLE001 - a format library's own error: name the file
+        raise _unreadable(path, e) from None
+
+
+def _load_image(path: Path) -> ImageData:
     suffix = _suffix(path)
     if suffix in _TIFF_SUFFIXES:
         return _read_tiff(path)
@@ -242,7 +343,7 @@ def _as_integer_labels(array: np.ndarray, source: str) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         finite = np.isfinite(array)
         if not finite.all() or not np.array_equal(array, np.round(array)):
-            raise ValueError(
+            raise InputError(
                 f"{source}: label values are not whole numbers (dtype {array.dtype}); a label "
                 "map must hold integer class values — save it as an integer image"
             )
@@ -252,29 +353,52 @@ def _as_integer_labels(array: np.ndarray, source: str) -> np.ndarray:
         else:
             dtype = np.int64
         return array.astype(dtype)
-    raise ValueError(f"{source}: unsupported label dtype {array.dtype}")
+    raise InputError(f"{source}: unsupported label dtype {array.dtype} — save integer labels")
 
 
-def read_labels(path: str | os.PathLike) -> np.ndarray:
+def read_labels(path: str | os.PathLike, dataset: str = "label") -> np.ndarray:
     """Read a label map (integer array, same spatial layout as :func:`read_image`).
 
     RGB(A) label images whose colour channels are all equal (grey masks saved as RGB, as in
     Kvasir/PH2) are reduced to one channel. Genuinely coloured label images are rejected
     because mapping colours to class values is ambiguous. HDF5 files are read from the
-    ``label`` dataset. Values are returned unchanged (a 0/255 mask stays 0/255;
-    :mod:`napari_medseg.data.datasets` binarises dataset masks).
+    ``dataset`` dataset (``label``, the dense ground truth, unless told). Values are returned
+    unchanged (a 0/255 mask stays 0/255; :mod:`napari_medseg.data.datasets` binarises dataset
+    masks). Errors name the file.
     """
     path = Path(path)
     _check_exists(path)
+    try:
+        return _read_labels(path, dataset)
+    except MedsegError:
+        raise
+    except MemoryError:
+        raise InputError(f"{path} is too large for memory — crop or downsample it") from None
+    except Exception as e:  # noqa: BLE001 - a format library's own error: name the file
+        raise _unreadable(path, e) from None
+
+
+def read_scribbles(path: str | os.PathLike) -> np.ndarray:
+    """Read a scribble map: :func:`read_labels`, but an HDF5 file is read from its
+    ``scribble`` dataset — never from ``label``, the dense ground truth of the WSL4MIS ACDC
+    files, which would silently be trained on as if it were strokes."""
+    return read_labels(path, dataset="scribble")
+
+
+def is_acdc_scribble_file(path: str | os.PathLike) -> bool:
+    """An HDF5 file: its scribble maps mark unlabelled pixels with :data:`ACDC_UNLABELLED`."""
+    return _suffix(Path(path)) in _H5_SUFFIXES
+
+
+def _read_labels(path: Path, dataset: str) -> np.ndarray:
     if _suffix(path) in _H5_SUFFIXES:
         import h5py
 
+        hint = " (not the ground truth 'label')" if dataset == "scribble" else ""
         with h5py.File(path, "r") as f:
-            if "label" not in f:
-                raise ValueError(f"{path.name}: HDF5 file has no 'label' dataset (found {list(f)})")
-            array = np.asarray(f["label"][()])
+            array = _h5_dataset(path, f, dataset, f"a '{dataset}' map", hint)
     else:
-        array = load_image(path).array
+        array = _load_image(path).array
     if _suffix(path) in _RASTER_SUFFIXES + _TIFF_SUFFIXES and array.ndim == 3:
         if array.shape[-1] in (3, 4):
             rgb = array[..., :3]
@@ -282,12 +406,24 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
                 np.array_equal(rgb[..., 0], rgb[..., 1])
                 and np.array_equal(rgb[..., 0], rgb[..., 2])
             ):
-                raise ValueError(
-                    f"{path.name}: colour label image (channels differ); save the labels as a "
+                raise InputError(
+                    f"{path}: colour label image (channels differ); save the labels as a "
                     "single-channel integer image (one value per class)"
                 )
             array = np.ascontiguousarray(rgb[..., 0])
-    return _as_integer_labels(array, path.name)
+    return _as_integer_labels(array, str(path))
+
+
+def _checked_cast(array: np.ndarray, dtype, path: Path, name: str) -> np.ndarray:
+    """``array`` as ``dtype`` when every value fits (a wrapped value is a silent wrong class)."""
+    array = _as_integer_labels(np.asarray(array), f"{path}: {name}")
+    info = np.iinfo(dtype)
+    if array.size and (array.min() < info.min or array.max() > info.max):
+        raise InputError(
+            f"{path}: dataset '{name}' holds values {int(array.min())}..{int(array.max())}, "
+            f"outside {info.min}..{info.max} — renumber the classes"
+        )
+    return array.astype(dtype)
 
 
 _ACDC_NAME = re.compile(r"patient(\d+)_frame(\d+)", re.IGNORECASE)
@@ -299,25 +435,39 @@ def read_acdc_volume(path: str | os.PathLike) -> AcdcVolume:
     Datasets: ``image`` (float32, Z, H, W), ``label`` (uint8), ``scribble`` (uint16, 4 =
     unlabelled). Missing ``label``/``scribble`` datasets give ``None``.
     """
-    import h5py
-
     path = Path(path)
     _check_exists(path)
+    try:
+        return _read_acdc_volume(path)
+    except MedsegError:
+        raise
+    except Exception as e:  # noqa: BLE001 - h5py's own error: name the file
+        raise _unreadable(path, e) from None
+
+
+def _read_acdc_volume(path: Path) -> AcdcVolume:
+    import h5py
+
     with h5py.File(path, "r") as f:
-        if "image" not in f:
-            raise ValueError(
-                f"{path.name}: not an ACDC volume — no 'image' dataset (found {list(f)})"
-            )
-        image = np.asarray(f["image"][()], dtype=np.float32)
-        label = np.asarray(f["label"][()]).astype(np.uint8) if "label" in f else None
-        scribble = np.asarray(f["scribble"][()]).astype(np.uint16) if "scribble" in f else None
+        image = _h5_dataset(path, f, "image", "an 'image' (not an ACDC volume?)")
+        image = image.astype(np.float32)
+        label = (
+            _checked_cast(_h5_dataset(path, f, "label", "labels"), np.uint8, path, "label")
+            if "label" in f
+            else None
+        )
+        scribble = (
+            _checked_cast(_h5_dataset(path, f, "scribble", "strokes"), np.uint16, path, "scribble")
+            if "scribble" in f
+            else None
+        )
     if image.ndim == 2:  # a single slice file: keep the volume contract (Z, H, W)
         image = image[None]
         label = None if label is None else label[None]
         scribble = None if scribble is None else scribble[None]
     for name, arr in (("label", label), ("scribble", scribble)):
         if arr is not None and arr.shape != image.shape:
-            raise ValueError(
+            raise InputError(
                 f"{path.name}: {name} shape {arr.shape} differs from image shape {image.shape}"
             )
     m = _ACDC_NAME.search(path.name)

@@ -20,6 +20,7 @@ __all__ = [
     "MIN_SIZE",
     "InputError",
     "InputSummary",
+    "validate_image",
     "validate_inputs",
     "validate_scribble_update",
 ]
@@ -87,6 +88,38 @@ def _check_image(image) -> tuple[np.ndarray, str]:
     return img, kind
 
 
+def validate_image(image, name: str = "the image") -> str:
+    """The image's kind (``gray``, ``rgb``, ``rgba``, ``stack``) when the networks can take it.
+
+    The one check of an image for every use, training and prediction alike: a 3×3 image, an
+    all-NaN one or a (32, 32, 2) array are refused here rather than segmented into nonsense.
+    ``name`` names the image in the message (a file, a layer).
+    """
+    try:
+        return _check_image(image)[1]
+    except InputError as e:
+        if name == "the image":
+            raise
+        raise InputError(f"{name}: {e}") from None
+
+
+def _check_unlabelled(scr: np.ndarray, unlabelled) -> None:
+    """The unlabelled value must be a whole number the scribbles' dtype can hold."""
+    if isinstance(unlabelled, bool) or not isinstance(unlabelled, int | np.integer):
+        raise InputError(
+            f"the unlabelled value must be a whole number, not {unlabelled!r} — give the value "
+            "that marks unscribbled pixels (0 in napari, 4 in the ACDC files)"
+        )
+    if np.issubdtype(scr.dtype, np.integer):
+        info = np.iinfo(scr.dtype)
+        if not info.min <= int(unlabelled) <= info.max:
+            raise InputError(
+                f"the unlabelled value {unlabelled} cannot occur in scribbles of dtype "
+                f"{scr.dtype} (values {info.min}..{info.max}) — give the value that marks "
+                "unscribbled pixels (--unlabelled; 0 in napari, 4 in the ACDC files)"
+            )
+
+
 def _check_scribbles(scribbles, spatial: tuple[int, ...], shape_hint: str = "") -> np.ndarray:
     """The scribble map as integers when it has the spatial shape ``spatial``."""
     if scribbles is None:
@@ -139,11 +172,18 @@ def validate_inputs(
         scribbles, spatial, f"image {img.shape} (expected scribbles of shape {spatial}){hint}"
     )
 
+    _check_unlabelled(scr, unlabelled)
     labelled = scr != unlabelled
     if not labelled.any():
         raise InputError(
             "the scribbles have no labelled pixels — draw at least one stroke per class "
             f"(pixels equal to {unlabelled} count as unlabelled)"
+        )
+    if labelled.all():
+        raise InputError(
+            f"every pixel of the scribbles is labelled (none equals the unlabelled value "
+            f"{unlabelled}): this is a dense label map, not scribbles — give the scribble map, "
+            "or the value that marks unscribbled pixels (--unlabelled; 0 in napari, 4 in ACDC)"
         )
     values, counts_arr = np.unique(scr[labelled], return_counts=True)
     if values.min() < 0:

@@ -31,6 +31,8 @@ def random_walker_probabilities(
     the walker has nothing to go on it says so with uniform probabilities instead of guessing:
     a slice without strokes, the unlabelled pixels of a slice with strokes of one class only
     (one class gives no boundary), and a degenerate (constant) slice where the solver fails.
+    A slice drawn everywhere is its strokes (scikit-image would return labels, not
+    probabilities, for it).
     Classes without strokes on a slice get probability 0 there; seeds keep their class.
     """
     from skimage.segmentation import random_walker
@@ -40,7 +42,7 @@ def random_walker_probabilities(
     for z in range(z_count):
         s = seeds[z]
         present = np.unique(s[s >= 0])
-        if present.size >= 2:
+        if present.size >= 2 and (s < 0).any():  # a fully drawn slice has nothing to solve
             # random_walker wants labels 1..k with 0 unknown
             rw_seeds = np.zeros(s.shape, dtype=np.int32)
             for i, c in enumerate(present):

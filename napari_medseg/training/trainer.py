@@ -17,6 +17,8 @@ before its next step; ``update_scribbles`` swaps the scribbles used by the follo
 from __future__ import annotations
 
 import hashlib
+import math
+import numbers
 import threading
 import time
 from collections import OrderedDict
@@ -27,8 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoints import Checkpoint, SlotState
+from ..checkpoints import Checkpoint, SlotState, load_weights
 from ..device import resolve_device
+from ..errors import ConfigError
 from ..inference import Prediction, combine_predictions, member_weights, predict_models
 from ..models import create_model
 from ..presets import default_preset, recipe
@@ -119,6 +122,59 @@ class TrainConfig:
     # stop once the networks' held-out agreement stops improving (seconds/iterations still cap)
     until_plateau: bool = False
 
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raises :class:`~napari_medseg.errors.ConfigError` for a setting no run can use.
+
+        A zero, negative, NaN or infinite budget would train forever (or never); a zero batch
+        or learning rate would crash or learn nothing after minutes. Called on construction,
+        by the trainer (fields may have been set since) and by ``Workflow.configure``.
+        """
+
+        def number(name, value, low, *, integer=False, low_ok=True, high=None):
+            if value is None:
+                return
+            bad_type = isinstance(value, bool) or not isinstance(
+                value, numbers.Integral if integer else numbers.Real
+            )
+            if not bad_type and not integer:
+                bad_type = not math.isfinite(float(value))
+            too_low = not bad_type and (value < low if low_ok else value <= low)
+            too_high = not bad_type and high is not None and value > high
+            if bad_type or too_low or too_high:
+                kind = "a whole number" if integer else "a finite number"
+                bound = f"≥ {low}" if low_ok else f"> {low}"
+                upper = f" and ≤ {high}" if high is not None else ""
+                raise ConfigError(
+                    f"training setting {name}={value!r} is not allowed: it must be {kind} "
+                    f"{bound}{upper} (or unset)"
+                )
+
+        number("iterations", self.iterations, 1, integer=True)
+        number("seconds", self.seconds, 0, low_ok=False)
+        number("batch_size", self.batch_size, 1, integer=True)
+        number("patch_size", self.patch_size, 0, integer=True)
+        number("lr", self.lr, 0, low_ok=False)
+        number("momentum", self.momentum, 0, high=1)
+        number("weight_decay", self.weight_decay, 0)
+        for name in ("pseudo_weight", "rw_weight", "rw_dice_weight", "rw_balance_power"):
+            number(name, getattr(self, name), 0)
+        number("rw_confidence", self.rw_confidence, 0, high=1)
+        number("rw_beta", self.rw_beta, 0, low_ok=False)
+        number("preview_every_seconds", self.preview_every_seconds, 0)
+        number("predict_batch_size", self.predict_batch_size, 1, integer=True)
+        number("max_side", self.max_side, 0, integer=True)
+        if self.max_side is not None and 0 < self.max_side < 16:
+            raise ConfigError(
+                f"training setting max_side={self.max_side} is too small: give 0 (native "
+                "resolution) or at least 16 px"
+            )
+        number("holdout_fraction", self.holdout_fraction, 0, high=0.9)
+        if not self.models:
+            raise ConfigError("no models selected — choose at least one, e.g. unet")
+
     def resolve(self, preset: str) -> None:
         """Fills the fields left ``None`` with the preset's recipe (unknown presets are errors)."""
         for k, v in recipe(preset).items():
@@ -191,6 +247,7 @@ class TriNetTrainer:
     ):
         self.config = config or TrainConfig()
         cfg = self.config
+        cfg.check()
         if len(images) != len(seeds) or not images:
             raise ValueError("give one seed array per image (and at least one image)")
         self.device = resolve_device(cfg.device)
@@ -955,7 +1012,7 @@ class TriNetTrainer:
             preset=self.config.preset,
         )
         for slot, key in zip(state.slots, self.keys):
-            self.models[key].load_state_dict(slot.state_dict)
+            load_weights(self.models[key], slot, state.source)
             if slot.optimizer:
                 try:
                     self.optimizers[key].load_state_dict(slot.optimizer)
