@@ -54,6 +54,15 @@ def main() -> None:
             str(OUT / "acdc_interactive.csv"),
         ],
     ]
+    # the anytime floor (BENCHMARKS §9): step tables (deterministic) and the 60 s column
+    limit = "3" if args.quick else "40"
+    for dataset in ("acdc", "kvasir_seg", "ph2", "samples"):
+        n = [] if dataset == "samples" else ["--limit", limit if dataset == "acdc" else "20"]
+        jobs.append(
+            [py, "benchmarks/bench_anytime.py", "--dataset", dataset, *n, "--seconds", "60"]
+            + ["--out", str(OUT / f"anytime_{dataset}.md")]
+            + ["--csv", str(OUT / f"anytime_{dataset}.csv")]
+        )
     gui = [py, "benchmarks/bench_gui_responsiveness.py", "--out", str(OUT / "gui.md")]
     if os.environ.get("DISPLAY"):
         jobs.append(gui)
