@@ -45,13 +45,7 @@ def drive(steps: Iterable[U], config: TrainConfig, desc: str = "training") -> U 
             else:
                 bar.n = round(min(upd.elapsed, config.seconds), 1)
             held = (upd.heldout or {}).get("networks")
-            bar.set_postfix(
-                loss=f"{upd.losses.get('total', float('nan')):.3f}",
-                it_s=f"{upd.iterations_per_second:.2f}",
-                **({"held_out": f"{held:.3f}"} if held is not None else {}),
-                refresh=False,
-            )
-            bar.refresh()
+            _postfix(bar, upd, **({"held_out": f"{held:.3f}"} if held is not None else {}))
     return last
 
 
@@ -89,13 +83,7 @@ def drive_dataset(steps, config: TrainConfig, already=(0, 0.0), desc: str = "tra
                 )
             if upd.saved is not None:
                 tqdm.write(f"step {done}: checkpoint {upd.saved}", file=sys.stderr)
-            bar.set_postfix(
-                loss=f"{upd.losses.get('total', float('nan')):.3f}",
-                it_s=f"{upd.iterations_per_second:.2f}",
-                **({"val_dice": f"{dice:.3f}"} if dice is not None else {}),
-                refresh=False,
-            )
-            bar.refresh()
+            _postfix(bar, upd, **({"val_dice": f"{dice:.3f}"} if dice is not None else {}))
     return last
 
 
@@ -111,3 +99,14 @@ def print_floor(segmentation) -> None:
     report = getattr(segmentation, "report", None)
     if report is not None:
         print(f"ensemble: {report.summary()}")
+
+
+def _postfix(bar, upd, **extra) -> None:
+    """The bar's loss and speed, plus ``extra`` (held-out or validation score), redrawn."""
+    bar.set_postfix(
+        loss=f"{upd.losses.get('total', float('nan')):.3f}",
+        it_s=f"{upd.iterations_per_second:.2f}",
+        **extra,
+        refresh=False,
+    )
+    bar.refresh()

@@ -302,8 +302,13 @@ def load_image(path: str | os.PathLike) -> ImageData:
     """
     path = Path(path)
     _check_exists(path, folder_ok=True)
+    return _naming_errors(path, _load_image, path)
+
+
+def _naming_errors(path: Path, read, *args):
+    """``read(*args)``, with any error but ours turned into one that names ``path``."""
     try:
-        return _load_image(path)
+        return read(*args)
     except MedsegError:
         raise
     except MemoryError:
@@ -368,14 +373,7 @@ def read_labels(path: str | os.PathLike, dataset: str = "label") -> np.ndarray:
     """
     path = Path(path)
     _check_exists(path)
-    try:
-        return _read_labels(path, dataset)
-    except MedsegError:
-        raise
-    except MemoryError:
-        raise InputError(f"{path} is too large for memory — crop or downsample it") from None
-    except Exception as e:  # noqa: BLE001 - a format library's own error: name the file
-        raise _unreadable(path, e) from None
+    return _naming_errors(path, _read_labels, path, dataset)
 
 
 def read_scribbles(path: str | os.PathLike) -> np.ndarray:
