@@ -27,21 +27,6 @@ from napari_medseg._napari.widget import PREDICT_TARGETS, MedSegWidget  # noqa: 
 TIMEOUT_MS = 240_000  # generous: the CI machine may be shared
 
 
-@pytest.fixture
-def notes():
-    """Every napari notification shown during the test, as (severity, message)."""
-    from napari.utils.notifications import notification_manager
-
-    got: list[tuple[str, str]] = []
-
-    def record(n):
-        got.append((str(n.severity).lower(), n.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield got
-    notification_manager.notification_ready.disconnect(record)
-
-
 def _messages(notes, severity="error"):
     return [m for s, m in notes if severity in s]
 

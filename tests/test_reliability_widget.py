@@ -22,20 +22,6 @@ from napari_medseg._napari.widget import MedSegWidget  # noqa: E402
 TIMEOUT_MS = 240_000
 
 
-@pytest.fixture
-def notes():
-    from napari.utils.notifications import notification_manager
-
-    got: list[tuple[str, str]] = []
-
-    def record(n):
-        got.append((str(n.severity).lower(), n.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield got
-    notification_manager.notification_ready.disconnect(record)
-
-
 def _image(case: str) -> np.ndarray:
     rng = np.random.default_rng(0)
     if case == "tiny":
