@@ -217,3 +217,38 @@ def test_predict_a_folder_into_label_files_with_a_progress_bar(
     assert "would overwrite the input" in _messages(notes)[-1]
     assert sorted(p.name for p in folder.iterdir()) == ["slice0.tif", "slice1.tif"]
     assert len(_medseg_labels(viewer)) == 4
+
+
+def test_train_pressed_during_a_zero_shot_starts_right_after_it(
+    make_napari_viewer, qtbot, notes, monkeypatch
+):
+    import threading
+
+    from napari_medseg._napari.session import TrainingSession
+
+    viewer = make_napari_viewer()
+    img, scr = _only_tiny(viewer)
+    w = _widget(viewer, iterations=1)
+    w.start_training()
+    _wait_idle(qtbot, w)
+    gate = threading.Event()
+    predict = TrainingSession.predict
+
+    def gated_predict(self, *args, **kwargs):  # the zero-shot waits until the test says so
+        gate.wait(TIMEOUT_MS / 1000)
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrainingSession, "predict", gated_predict)
+    viewer.add_image(img[:, :, ::-1].copy(), name="other")
+    viewer.add_labels(scr[:, :, ::-1].copy(), name="other scribbles")
+    w.image_combo.setCurrentText("other")
+    qtbot.waitUntil(lambda: w._zero_shot_for == "other", timeout=TIMEOUT_MS)
+    assert w.start_training() is None and not w.is_training
+    assert "once the prediction of 'other'" in w.status_label.text()
+    gate.set()
+    qtbot.waitUntil(lambda: w.is_training, timeout=TIMEOUT_MS)
+    _wait_idle(qtbot, w)
+    assert w.session.trainer.iteration == 2  # it continued the first model, on 'other'
+    assert _filled(viewer, "medseg: ensemble (other)")
+    assert w.status_label.text().startswith("Finished"), w.status_label.text()
+    assert not _messages(notes)

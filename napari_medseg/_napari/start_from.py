@@ -26,6 +26,19 @@ FILE = "file"
 LABELS = {SCRATCH: "scratch (new networks)", CURRENT: "current model", FILE: "a file…"}
 
 
+class _FreshCombo(QComboBox):
+    """A combo box that lists its choices again each time it opens (models saved meanwhile
+    by the CLI or another viewer appear)."""
+
+    def __init__(self, before_popup: Callable[[], None]):
+        super().__init__()
+        self._before_popup = before_popup
+
+    def showPopup(self) -> None:  # noqa: N802 - Qt API
+        self._before_popup()
+        super().showPopup()
+
+
 class StartFromBox(QGroupBox):
     """The combo box and the card. The widget sets ``on_pick(path | None)``, which loads a
     model (None: asks for a file), and ``on_choice()``, called when scratch or the current
@@ -34,7 +47,7 @@ class StartFromBox(QGroupBox):
     def __init__(self, parent=None):
         super().__init__("Start from", parent)
         layout = QVBoxLayout(self)
-        self.combo = QComboBox()
+        self.combo = _FreshCombo(lambda: self.refresh(self._has_model))
         self.combo.setToolTip(TOOLTIPS["start_from"])
         self.card = QPlainTextEdit()
         self.card.setReadOnly(True)

@@ -512,7 +512,9 @@ class MedSegWidget(ControlPanel):
 
         def done(upd: LayerUpdate) -> None:
             if zero_shot and self.image_combo.currentText() != name:
-                return  # the user moved on: nothing is drawn for an image left behind
+                # the user moved on: nothing is drawn for an image left behind
+                self.status_label.setText(f"Prediction of '{name}' dropped (another image).")
+                return
             for w in upd.warnings:
                 notify("warning", w)
             if name in self.viewer.layers:
@@ -709,9 +711,9 @@ class MedSegWidget(ControlPanel):
             notify("error", "choose a ground-truth Labels layer (values 1..K like the scribbles)")
             return None
         # the chosen image's prediction layers
-        image = self.image_combo.layer() or self.prediction_layers.get(
-            self._prediction_image, Image
-        )
+        image = self.image_combo.layer()
+        if image is None:
+            image = self.prediction_layers.get(self._prediction_image, Image)
         suffix = self._suffix(image.name, claim=False) if image is not None else ""
         labels = self.prediction_layers.labels_of(self._slot_titles, suffix)
         if not labels:
