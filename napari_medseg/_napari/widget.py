@@ -855,6 +855,8 @@ class MedSegWidget(ControlPanel):
         """Stops training and waits for the workers (the viewer is closing)."""
         self.session.request_stop()
         self._scribble_timer.stop()
+        self._zero_shot_timer.stop()  # no new prediction for a viewer that is closing
+        self._after_task = None
         from napari.qt.threading import WorkerBase
 
         WorkerBase.await_workers(msecs=timeout_ms)
