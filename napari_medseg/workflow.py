@@ -200,6 +200,27 @@ class DatasetInputs:
         }
 
 
+@dataclass
+class FolderPrediction:
+    """Where :meth:`Workflow.predict_folder` is: ``done`` of ``total`` images predicted;
+    ``source`` and ``segmentation`` the image just predicted (None before the first and in
+    the last); ``written`` the final files (the last only) and ``outputs`` their
+    :class:`~napari_medseg.outputs.StagedOutputs` (what an earlier run left, what it removed)."""
+
+    done: int
+    total: int
+    folder: Path
+    source: Path | None = None
+    segmentation: Segmentation | None = None
+    written: list[Path] | None = None
+    outputs: object | None = None
+
+
+def _output_stem(path: Path) -> str:
+    """``scan.nii.gz`` → ``scan``; any other file its stem (one label file per image)."""
+    return path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+
+
 def output_names(keys: Sequence[str]) -> list[str]:
     """The label files a segmentation is written as: ``ensemble.tif``, ``<slot key>.tif``."""
     return ["ensemble.tif", *(f"{k}.tif" for k in keys)]
@@ -700,9 +721,51 @@ class Workflow:
         for path in map(Path, paths):
             image = load_image(path)
             seg = self.predict(image.array, device=device, image_name=path.name)
-            name = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
-            written = write_labels(out / f"{name}.tif", seg.ensemble, spacing=image.spacing)
+            written = write_labels(
+                out / f"{_output_stem(path)}.tif", seg.ensemble, spacing=image.spacing
+            )
             yield path, Path(written), seg
+
+    def predict_folder(
+        self,
+        folder: str | os.PathLike,
+        out: str | os.PathLike,
+        *,
+        device: str = "auto",
+        inputs: Sequence[str | os.PathLike] = (),
+        option: str = "--out",
+    ) -> Iterator[FolderPrediction]:
+        """Predicts every image file of ``folder`` into ``out/<stem>.tif`` (the ensemble).
+
+        Staged like every run's outputs (:class:`~napari_medseg.outputs.StagedOutputs`): the
+        folder is checked and the names are checked against the inputs (``inputs``: more
+        files the run reads, e.g. the model file) before any image is predicted; files are
+        written aside and moved into ``out`` at the end, so a run that is stopped (the
+        iterator closed) or fails leaves ``out`` as it was. Yields one
+        :class:`FolderPrediction` before the first image (``done`` 0, for a progress bar),
+        one after each image, and the last with ``written`` set.
+        """
+        from .data.collection import image_files
+        from .outputs import StagedOutputs
+
+        folder = Path(folder)
+        files = image_files(folder) if folder.is_dir() else []
+        if not files:
+            raise InputError(
+                f"{folder} holds no image files (.tif/.png/.jpg/.nii/.h5...) — give a folder of "
+                "images, one image file, or a DICOM series folder"
+            )
+        total = len(files)
+        with StagedOutputs(out, [*inputs, *files], option=option) as outputs:
+            outputs.check_names(_output_stem(p) + ".tif" for p in files)
+            yield FolderPrediction(0, total, outputs.target)
+            for i, (path, target, seg) in enumerate(
+                self.predict_files(files, outputs.staging, device=device), start=1
+            ):
+                outputs.path(target.name)  # staged there already: registered for the move
+                yield FolderPrediction(i, total, outputs.target, path, seg)
+            written = outputs.commit()
+            yield FolderPrediction(total, total, outputs.target, written=written, outputs=outputs)
 
     # ------------------------------------------------------------------ prediction
     def device_for(self, choice: str = "auto"):
@@ -841,12 +904,7 @@ class Workflow:
         """The trio as it would be saved: the trainer's state, else the base."""
         if self.trainer is not None:
             checkpoint = self.trainer.state_dict()
-            base_card = (self.base.card or {}) if self.base is not None else {}
-            lineage = (
-                base_card.get("fine_tuned_from")
-                if self._resumed
-                else base_card.get("trained_on") or None
-            )
+            lineage = self._lineage()
             run = None
             if self.dataset is not None:
                 cfg = self.trainer.config
@@ -868,6 +926,81 @@ class Workflow:
         if self.base is not None:
             return self.base
         raise MedsegError("there is no model to save yet — train one first")
+
+    def _lineage(self) -> dict | None:
+        """What the card's ``fine_tuned_from`` names: the base's training set (a resumed
+        dataset run keeps the lineage its base already had)."""
+        base_card = (self.base.card or {}) if self.base is not None else {}
+        if self._resumed:
+            return base_card.get("fine_tuned_from")
+        return base_card.get("trained_on") or None
+
+    def outline(self) -> Checkpoint:
+        """The trio as :meth:`checkpoint` would describe it, without its weights.
+
+        Cheap (no tensor is touched, no BatchNorm re-estimated), so a GUI thread can show the
+        model card (:func:`~napari_medseg.checkpoints.card_text`) and ask
+        :meth:`~napari_medseg.checkpoints.Checkpoint.check_compatible` whether the trio fits an
+        image or a training, with the same messages as for a file. A loaded base is returned
+        as it is.
+        """
+        from .checkpoints import SlotState
+
+        trainer = self.trainer
+        if trainer is None:
+            if self.base is not None:
+                return self.base
+            raise MedsegError("there is no model yet — train one (or load a saved model) first")
+        cfg = trainer.config
+        shell = Checkpoint(
+            config=cfg.to_dict(),
+            in_channels=int(trainer.in_channels),
+            num_classes=int(trainer.num_classes),
+            slots=[SlotState(k, m, str(cfg.preset), {}) for k, m in zip(trainer.keys, cfg.models)],
+            iteration=int(trainer.iteration),
+            working_scale=float(trainer.scale),
+            member_scores=dict(trainer.member_scores),
+            metadata={**trainer.metadata, **self.task.metadata()},
+            source="the current model",
+        )
+        shell.card = build_card(shell, trained_on=self.trained_on, base=self._lineage())
+        return shell
+
+    def fit_problem(
+        self,
+        *,
+        models: Sequence[str] | None = None,
+        num_classes: int | None = None,
+        in_channels: int | None = None,
+        preset: str | None = None,
+        image: str = "this image",
+    ) -> str | None:
+        """Why the trio cannot predict ``image`` or start a training with these settings
+        (None: it can). Arguments left ``None`` are not checked; the message says what to do
+        (:meth:`~napari_medseg.checkpoints.Checkpoint.check_compatible`'s wording)."""
+        if not self.has_model:
+            return None
+        try:
+            self.outline().check_compatible(
+                models=models,
+                num_classes=num_classes,
+                in_channels=in_channels,
+                preset=preset,
+                image=image,
+            )
+        except MedsegError as e:
+            return str(e)
+        return None
+
+    def start_point(self) -> Checkpoint | None:
+        """The trio a new training should start from: the trainer's current weights (with
+        their optimiser states and card, so the card's lineage and the step count go on),
+        else the loaded base, else None (from scratch). Tensor work: call it in a worker."""
+        if self.trainer is not None:
+            checkpoint = self.checkpoint()
+            checkpoint.source = "the current model"
+            return checkpoint
+        return self.base
 
     def save(self, path: str | os.PathLike, class_names: Sequence[str] | None = None) -> Path:
         """Writes the trio to ``path`` (atomically). ``class_names`` are recorded when the

@@ -296,10 +296,14 @@ def test_prediction_layers_are_made_before_train_and_follow_the_slots(
         assert la is before[la.name] and la.data.min() >= 1 and not la.metadata.get(PLACEHOLDER)
     result = viewer.layers["medseg: ensemble"].data.copy()
 
-    w.image_combo.setCurrentText("MRI T1")  # another shape: the results stay as they are
+    # another image: its own layers (the trained model's zero-shot prediction), the results
+    # of the first stay as they are
+    w.image_combo.setCurrentText("MRI T1")
     w.scribble_combo.setCurrentText("scribbles")
-    qtbot.wait(3 * 300)
-    assert not w.layers_pending and inserted == []
+    own = {f"{name} (MRI T1)" for name in (*expected, "medseg: disagreement")}
+    qtbot.waitUntil(lambda: set(inserted) == own, timeout=TIMEOUT_MS)
+    _wait_idle(qtbot, w)
+    assert viewer.layers["medseg: ensemble (MRI T1)"].data.min() >= 1
     np.testing.assert_array_equal(viewer.layers["medseg: ensemble"].data, result)
     assert not _messages(notes)
 

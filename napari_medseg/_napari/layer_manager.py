@@ -24,6 +24,8 @@ from .notify import notify
 
 #: Metadata flag of a prediction layer that was created ahead of Train and is still empty.
 PLACEHOLDER = "medseg_placeholder"
+#: Metadata key of a prediction layer: the image's part of its name ("" or " (<image>)").
+SUFFIX = "medseg_suffix"
 ENSEMBLE = f"{PREFIX}ensemble"
 DISAGREEMENT = f"{PREFIX}disagreement"
 
@@ -170,11 +172,14 @@ class PredictionLayers:
         num_classes: int,
         visible: bool,
         slice_index: int | None,
+        suffix: str = "",
     ) -> None:
         """Shows ``data`` (the whole image, or one slice) in the Labels layer ``name``.
 
         An existing layer of the right shape gets the data written into its own array (see
-        :func:`write_in_place`); only a missing or mismatched layer is (re)created.
+        :func:`write_in_place`); only a missing or mismatched layer is (re)created. ``suffix``:
+        the image's part of the name (recorded, so that only that image's placeholders are
+        renamed when a slot changes).
         """
         layer = self.get(name, Labels)
         full = spatial_shape(image.data.shape, image.rgb)
@@ -195,7 +200,11 @@ class PredictionLayers:
             colormap=label_colormap(num_classes, show_background=False),
             opacity=0.6,
             visible=visible,
-            metadata={"medseg_classes": num_classes, PLACEHOLDER: not data.any()},
+            metadata={
+                "medseg_classes": num_classes,
+                PLACEHOLDER: not data.any(),
+                SUFFIX: suffix,
+            },
             **spatial_transform(image),
         )
         defer_editing_overlays(layer)
@@ -230,14 +239,19 @@ class PredictionLayers:
         )
 
     def prepare(
-        self, image: Image, titles: dict[str, str], num_classes: int, replace: bool = True
+        self,
+        image: Image,
+        titles: dict[str, str],
+        num_classes: int,
+        replace: bool = True,
+        suffix: str = "",
     ) -> None:
         """Queues the creation of the (empty) prediction layers that do not exist yet.
 
         Done ahead of Train (the widget's pre-creation) and, for what is still missing, on the
         worker's "ready" update, before the first step. ``replace``: also recreate layers whose
         shape belongs to another image (only Train does that; choosing an image never drops a
-        result).
+        result). ``suffix``: the image's part of the layer names (see :meth:`show`).
         """
         full = spatial_shape(image.data.shape, image.rgb)
 
@@ -247,31 +261,39 @@ class PredictionLayers:
                 return True  # missing
             return replace and (layer is None or tuple(layer.data.shape) != tuple(full))
 
-        names = [(f"{PREFIX}{t}", False) for t in titles.values()]
-        names.append((ENSEMBLE, True))
+        names = [(f"{PREFIX}{t}{suffix}", False) for t in titles.values()]
+        names.append((f"{ENSEMBLE}{suffix}", True))
         for name, visible in names:
             if wanted(name, Labels):
                 empty = np.zeros(full, np.uint8)
                 self.queue(
                     (name, None),
-                    partial(self.set_labels, name, empty, image, num_classes, visible, None),
+                    partial(
+                        self.set_labels, name, empty, image, num_classes, visible, None, suffix
+                    ),
                 )
-        if wanted(DISAGREEMENT, Image):
+        dis = f"{DISAGREEMENT}{suffix}"
+        if wanted(dis, Image):
             empty = np.zeros(full, np.float32)
-            self.queue(
-                (DISAGREEMENT, None),
-                partial(self.set_disagreement, DISAGREEMENT, empty, image, None),
-            )
+            self.queue((dis, None), partial(self.set_disagreement, dis, empty, image, None))
 
-    def rename_placeholders(self, titles: dict[str, str]) -> None:
-        """Empty layers made ahead of Train for a slot whose model changed take the new name."""
-        wanted = [f"{PREFIX}{t}" for t in titles.values()]
+    def has_results(self, suffix: str = "") -> bool:
+        """Whether the ensemble layer of the image with this ``suffix`` holds a prediction
+        (not missing, not an empty placeholder)."""
+        layer = self.get(f"{ENSEMBLE}{suffix}", Labels)
+        return layer is not None and not layer.metadata.get(PLACEHOLDER)
+
+    def rename_placeholders(self, titles: dict[str, str], suffix: str = "") -> None:
+        """Empty layers made ahead of Train for a slot whose model changed take the new name
+        (only the layers of the image with this ``suffix``)."""
+        wanted = [f"{PREFIX}{t}{suffix}" for t in titles.values()]
         spare = [
             layer
             for layer in self.viewer.layers
             if isinstance(layer, Labels)
             and layer.metadata.get(PLACEHOLDER)
-            and layer.name not in (*wanted, ENSEMBLE)
+            and layer.metadata.get(SUFFIX, "") == suffix
+            and layer.name not in (*wanted, f"{ENSEMBLE}{suffix}")
         ]
         for name in wanted:
             if spare and name not in self.viewer.layers:
@@ -295,7 +317,9 @@ class PredictionLayers:
         for name, data, visible in items:
             self.queue(
                 (name, slice_index),
-                partial(self.set_labels, name, data, image, num_classes, visible, slice_index),
+                partial(
+                    self.set_labels, name, data, image, num_classes, visible, slice_index, suffix
+                ),
             )
         name = f"{DISAGREEMENT}{suffix}"
         self.queue(
@@ -303,16 +327,17 @@ class PredictionLayers:
             partial(self.set_disagreement, name, update.disagreement, image, slice_index),
         )
 
-    def labels_of(self, titles: dict[str, str]) -> dict[str, np.ndarray]:
-        """Copies of the slots' and the ensemble's current layers, by slot key (Evaluate)."""
+    def labels_of(self, titles: dict[str, str], suffix: str = "") -> dict[str, np.ndarray]:
+        """Copies of the slots' and the ensemble's current layers of the image with this
+        ``suffix``, by slot key (Evaluate)."""
         from .layers import copy_layer_data
 
         out = {}
         for key, title in titles.items():
-            layer = self.get(f"{PREFIX}{title}", Labels)
+            layer = self.get(f"{PREFIX}{title}{suffix}", Labels)
             if layer is not None:
                 out[key] = copy_layer_data(layer.data)
-        ens = self.get(ENSEMBLE, Labels)
+        ens = self.get(f"{ENSEMBLE}{suffix}", Labels)
         if ens is not None:
             out["ensemble"] = copy_layer_data(ens.data)
         return out

@@ -44,12 +44,22 @@ from .layers import (
     spatial_transform,
 )
 from .notify import notify
+from .pairing import image_channels, scribbles_for, user_images
 from .pickers import LayerCombo
 from .session import TrainRequest, shape_prior_for
+from .start_from import StartFromBox
 from .tooltips import TOOLTIPS, metric_tooltip
 
 DEFAULT_SLOTS = ("unet", "swin_unet", "mamba_unet")
-PREDICT_TARGETS = ("current slice", "whole image / stack", "another image layer")
+PREDICT_TARGETS = (
+    "current slice",
+    "whole image / stack",
+    "another image layer",
+    "every open image",
+    "a folder on disk",
+)
+#: What Train trains on: the chosen image, or every open image with strokes.
+TRAIN_ON = ("this image", "every open image with strokes")
 #: The shape priors the widget offers: (label, value for TrainRequest.shape_prior).
 SHAPE_PRIORS = (("none", "none"), ("cardiac short axis (LV, Myo)", "cardiac"))
 
@@ -89,6 +99,8 @@ class ControlPanel(QWidget):
         self.last_metrics: list[dict] = []
         root = QVBoxLayout(self)
         root.addWidget(self._data_box())
+        self.start_box = StartFromBox()
+        root.addWidget(self.start_box)
         root.addWidget(self._model_box())
         root.addLayout(self._buttons())
         self.status_label = QLabel("Draw scribbles (label 1 = first class), then press Train.")
@@ -116,8 +128,12 @@ class ControlPanel(QWidget):
         for label, value in SHAPE_PRIORS:
             self.prior_combo.addItem(label, value)
         self.prior_combo.setToolTip(TOOLTIPS["shape_prior"])
+        self.train_on_combo = QComboBox()
+        self.train_on_combo.addItems(list(TRAIN_ON))
+        self.train_on_combo.setToolTip(TOOLTIPS["train_on"])
         form.addRow("Image", self.image_combo)
         form.addRow("Scribbles", row)
+        form.addRow("Train on", self.train_on_combo)
         form.addRow("Classes", self.classes_edit)
         form.addRow("Shape prior", self.prior_combo)
         form.addRow("Ground truth", self.truth_combo)
@@ -190,6 +206,7 @@ class ControlPanel(QWidget):
         form = QFormLayout(box)
         self.target_combo = QComboBox()
         self.target_combo.addItems(list(PREDICT_TARGETS))
+        self.target_combo.setToolTip(TOOLTIPS["predict_on"])
         self.other_image_combo = LayerCombo(self.viewer, Image, exclude_prefix=True)
         self.predict_btn = QPushButton("Predict")
         row = QHBoxLayout()
@@ -253,6 +270,9 @@ class ControlPanel(QWidget):
         layer = self.image_combo.layer()
         if layer is None:
             return
+        # the image's own scribble layer, when it has one (New scribble layer's name)
+        if self.scribble_combo.findText(f"{layer.name} scribbles") >= 0:
+            self.scribble_combo.setCurrentText(f"{layer.name} scribbles")
         current = parse_class_names(self.classes_edit.text())
         meta_names = (layer.metadata or {}).get("class_names")
         if tuple(current) in (MRI_CLASS_NAMES, RGB_CLASS_NAMES) or not current:
@@ -395,5 +415,40 @@ class ControlPanel(QWidget):
             spacing=tuple(spatial_transform(image)["scale"]),
             preview_slice=self._current_slice(image) if kind == "stack" else None,
             wait_for_layers=True,
+            start=self.start_box.start(),
         )
+        if self.train_on_combo.currentText() == TRAIN_ON[1]:
+            request.more = self._more_pairs(image, scribbles)
         return request, image, scribbles
+
+    def _more_pairs(self, image: Image, scribbles: Labels) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Copies of every other open image with strokes and of its scribble layer
+        (:func:`~.pairing.scribbles_for`); says which were left out and why."""
+        labels = [la for la in self.viewer.layers if isinstance(la, Labels)]
+        taken = {scribbles.name}
+        truth = self.truth_combo.layer()
+        if truth is not None:
+            taken.add(truth.name)
+        pairs, used, left = [], [], []
+        for other in user_images(self.viewer.layers):
+            if other is image:
+                continue
+            if image_channels(other) != image_channels(image):
+                left.append(f"'{other.name}' (RGB and grey images cannot be mixed)")
+                continue
+            found = scribbles_for(other, labels, taken)
+            if found is None or not np.asarray(found.data).any():
+                left.append(f"'{other.name}' (no scribble layer with strokes)")
+                continue
+            taken.add(found.name)
+            pairs.append((copy_layer_data(other.data), copy_layer_data(found.data)))
+            used.append(f"'{other.name}' + '{found.name}'")
+        names = ", ".join([f"'{image.name}' + '{scribbles.name}'", *used])
+        notify("info", f"training on {1 + len(pairs)} image(s): {names}")
+        if left:
+            notify(
+                "info",
+                "left out: " + ", ".join(left) + " — a scribble layer named '<image> "
+                "scribbles' is found for its image",
+            )
+        return pairs

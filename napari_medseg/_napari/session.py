@@ -67,6 +67,12 @@ class TrainRequest:
     preview_slice: int | None = None
     # after the "ready" update, wait (at most LAYERS_WAIT_S) for layers_ready() before training
     wait_for_layers: bool = False
+    # what Train starts from: "current" (the trained or loaded trio, when there is one: it
+    # carries from image to image) or "scratch" (new networks)
+    start: str = "current"
+    # more (image, scribbles) pairs trained on together with this one ("every open image with
+    # strokes"); ``image``/``scribbles`` stay the first pair: previews and live strokes are its
+    more: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
 def shape_prior_for(choice: str, class_names: Sequence[str]) -> dict | None:
@@ -346,7 +352,48 @@ class TrainingSession:
             return "the number of classes changed since the last training — press Train"
         if tuple(wf.inputs[0].spatial_shape) != tuple(request.scribbles.shape):
             return "the image changed since the last training — press Train to start on it"
+        if len(wf.inputs) != 1 + len(request.more):
+            return "the images to train on changed since the last training — press Train"
         return None
+
+    def start_problem(self, request: TrainRequest, in_channels: int, image: str) -> str | None:
+        """Why Train cannot start from the current model with this request (None: it can, or
+        it starts from scratch). Cheap: the GUI thread asks before anything runs."""
+        if request.start != "current" or not self.has_model:
+            return None
+        problem = self.workflow.fit_problem(
+            models=request.models,
+            num_classes=len(request.class_names),
+            in_channels=in_channels,
+            preset=request.preset,
+            image=image,
+        )
+        if problem:
+            return f"{problem} — or choose 'Start from: scratch' to train new networks"
+        return None
+
+    def start_text(self, request: TrainRequest) -> str:
+        """What Train starts from, in words (the status line and a notification)."""
+        if request.start != "current" or not self.has_model:
+            return "from scratch"
+        if self.trainer is not None:
+            return f"continuing the current model ({self.trainer.iteration} steps so far)"
+        source = Path(self.loaded_path).name if self.loaded_path else "the loaded model"
+        return f"fine-tuning {source} ({self.base.iteration} steps so far)"
+
+    def model_card(self) -> str | None:
+        """The current model's card as ``napari-medseg info`` prints it (None: no model)."""
+        from ..checkpoints import card_text
+
+        if not self.has_model:
+            return None
+        return card_text(self.workflow.outline())
+
+    def fit_problem(self, in_channels: int, image: str) -> str | None:
+        """Why the current model cannot predict an image with ``in_channels`` channels."""
+        if not self.has_model:
+            return None
+        return self.workflow.fit_problem(in_channels=in_channels, image=image)
 
     # ------------------------------------------------------------------ worker side
     def train(self, request: TrainRequest, resume: bool = False) -> Iterator[LayerUpdate]:
@@ -384,8 +431,13 @@ class TrainingSession:
             warnings.extend(wf.update_scribbles(request.scribbles))
             wf.configure(iterations=int(request.iterations), lr=float(request.lr))
         else:
-            wf = Workflow(Task.named(request.class_names, request.spacing), base=self.base)
-            warnings.extend(wf.set_inputs([(request.image, request.scribbles)]))
+            # the current trio (trained or loaded) carries on, unless told to start afresh;
+            # whether it fits was asked before (start_problem), the trainer checks it again
+            base = None
+            if request.start == "current" and self.has_model:
+                base = self.workflow.start_point()
+            wf = Workflow(Task.named(request.class_names, request.spacing), base=base)
+            warnings.extend(wf.set_inputs([(request.image, request.scribbles), *request.more]))
             cfg = TrainConfig(
                 models=tuple(request.models),
                 preset=request.preset,
@@ -406,6 +458,7 @@ class TrainingSession:
                 return
             # the old trainer is gone from here on, even if building the new one fails
             self.workflow = wf
+            self.loaded_path = None  # the trio is no longer the file's
             wf.build(cfg)
         self.request = request
         if self._stop.is_set():
@@ -532,6 +585,52 @@ class TrainingSession:
             labels["ensemble"] = out.ensemble
             out.metrics = evaluate_labels(labels, truth, class_names, spacing)
         return out
+
+    def predict_many(
+        self,
+        items: Sequence[tuple[str, np.ndarray, str, np.ndarray | None]],
+        device: str = "auto",
+        threads: int | None = None,
+    ) -> Iterator[tuple[str, LayerUpdate | None, str | None]]:
+        """Predicts several images one after the other ("every open image").
+
+        ``items``: (name, image, kind, scribbles or None). Yields (name, update, None) per
+        image, or (name, None, message) for one that cannot be predicted — the others still
+        are.
+        """
+        for name, image, kind, scribbles in items:
+            try:
+                out = self.predict(image, kind, threads=threads, device=device, scribbles=scribbles)
+            except MedsegError as e:
+                yield name, None, f"'{name}': {e}"
+                continue
+            yield name, out, None
+
+    def predict_folder(
+        self,
+        folder: str | os.PathLike,
+        out: str | os.PathLike,
+        device: str = "auto",
+        threads: int | None = None,
+    ) -> Iterator[tuple[int, int, str, list[Path] | None]]:
+        """Predicts every image file of ``folder`` into ``out`` (one ``<stem>.tif`` each,
+        staged: :meth:`~napari_medseg.workflow.Workflow.predict_folder`). Yields (done,
+        total, last file name, written files at the end); closing the generator (Stop) leaves
+        ``out`` as it was."""
+        if not self.has_model:
+            raise GuiError("no model yet — press Train (or Load model) before predicting")
+        wf = self.workflow
+        inputs = [self.loaded_path] if self.loaded_path else []
+        with _CpuThreads(threads, wf.device_for(device).type):
+            steps = wf.predict_folder(
+                folder, out, device=device, inputs=inputs, option="the output folder"
+            )
+            try:
+                for step in steps:
+                    name = step.source.name if step.source is not None else ""
+                    yield step.done, step.total, name, step.written
+            finally:
+                steps.close()
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | os.PathLike, class_names: Sequence[str] | None = None) -> Path:

@@ -26,7 +26,25 @@ TOOLTIPS: dict[str, str] = {
         "Train and predict at a reduced size (longest side in pixels) — much faster on a "
         "CPU for large photographs; predictions are brought back to the full size"
     ),
-    "train": "Start training (fine-tunes a loaded model, if any)",
+    "train": (
+        "Start training — from what 'Start from' says: the current model (trained or loaded: "
+        "it carries on from image to image) or new networks"
+    ),
+    "start_from": (
+        "What Train starts from: new networks, the current model, or a saved model of your "
+        "library (Save model stores there) or any file. A model whose classes or image "
+        "channels do not fit is refused before anything runs"
+    ),
+    "model_card": "The model card: classes, images, what it was trained on (napari-medseg info)",
+    "train_on": (
+        "This image, or every open image that has a scribble layer with strokes (named "
+        "'<image> scribbles', or the one '…scribbles' layer of its shape): one model for all"
+    ),
+    "predict_on": (
+        "The slice on screen, the whole image or stack, another image layer, every open image "
+        "(each gets its own prediction layers), or every image file of a folder (label files "
+        "written into a folder you choose)"
+    ),
     "resume": "Continue the last training with the current scribbles",
     "evaluate": "Dice / HD95 of the prediction layers against the ground truth",
 }

@@ -25,7 +25,9 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
 
 from ..errors import MedsegError
+from ..model_library import library_path
 from ..slots import slot_keys
+from ..user_dirs import model_library_dir
 from .layer_manager import PredictionLayers
 from .layers import (
     copy_layer_data,
@@ -36,6 +38,7 @@ from .layers import (
     spatial_transform,
 )
 from .notify import notify
+from .pairing import image_channels, layer_suffix, scribbles_for, user_images
 from .panel import PREDICT_TARGETS, ControlPanel
 from .session import (
     LayerUpdate,
@@ -43,6 +46,7 @@ from .session import (
     start_warm_up,
     user_message,
 )
+from .start_from import CURRENT
 
 #: The scribble copy sent to the trainer waits this long after the last stroke (ms).
 SCRIBBLE_THROTTLE_MS = 400
@@ -78,6 +82,15 @@ class MedSegWidget(ControlPanel):
         self._watched_scribbles = None
         self._slot_titles: dict[str, str] = {}
         self._prediction_image: str | None = None  # name of the image the layers belong to
+        # the first image that got prediction layers keeps the plain layer names; every other
+        # image gets its own set (pairing.layer_suffix)
+        self._home: str | None = None
+        self._train_suffix = ""  # the trained image's part of the layer names
+        self._start_text = ""  # what the running training started from, in words
+        self._zero_shot_for: str | None = None  # the image a running zero-shot predicts
+        self._zero_shot_again = False  # the image changed while a task ran: look again
+        self._after_task: Callable[[], None] | None = None  # Train pressed during a zero-shot
+        self._task_pbar = None  # napari's progress bar of a several-image prediction
         self._last_update: LayerUpdate | None = None
         self._last_report = None  # the floor's last report: kept on the status line
         self._final_text: str | None = None  # the status line of the run's last update
@@ -86,9 +99,14 @@ class MedSegWidget(ControlPanel):
         # prediction layers are created ahead of Train (see _precreate_layers), once the
         # choices have settled: this timer restarts on every change of image, scribbles, slots
         self._precreate_timer = _timer(self, PRECREATE_DELAY_MS, self._precreate_layers)
+        # a model carries from image to image: another image shows its prediction at once
+        self._zero_shot_timer = _timer(self, PRECREATE_DELAY_MS, self._zero_shot)
+        self.start_box.on_pick = self._pick_model
+        self.start_box.on_choice = self._show_card
         self._connect_controls()
         self._connect_viewer()
         self._update_buttons()
+        self._show_card()
         start_warm_up()
 
     # ================================================================== wiring
@@ -102,6 +120,7 @@ class MedSegWidget(ControlPanel):
         self.load_btn.clicked.connect(lambda: self.load_model())
         self.evaluate_btn.clicked.connect(lambda: self.evaluate())
         self.image_combo.currentTextChanged.connect(self._on_image_changed)
+        self.image_combo.currentTextChanged.connect(self._schedule_zero_shot)
         self.scribble_combo.currentTextChanged.connect(self._watch_scribbles)
         for combo in (self.image_combo, self.scribble_combo, *self.slot_combos):
             combo.currentTextChanged.connect(self._schedule_precreate)
@@ -200,7 +219,15 @@ class MedSegWidget(ControlPanel):
         return layer
 
     def start_training(self, resume: bool = False):
-        """Train (new trainer; fine-tunes a loaded model) or Resume (continue the last one)."""
+        """Train (from what *Start from* says: the current model or new networks) or Resume
+        (continue the last run). Pressed while an image's zero-shot prediction runs, it
+        starts as soon as that ends."""
+        if self._zero_shot_for is not None and self._train_worker is None:
+            self._after_task = lambda: self.start_training(resume)
+            self.status_label.setText(
+                f"Train starts once the prediction of '{self._zero_shot_for}' is done…"
+            )
+            return None
         if not self._can_start("already busy — press Stop first, or wait for the current task"):
             return None
         prepared = self._train_request()
@@ -212,10 +239,18 @@ class MedSegWidget(ControlPanel):
             if problem:
                 notify("error", problem)
                 return None
-        elif self.session.base is not None:
-            notify("info", "fine-tuning the loaded model on these scribbles")
+            start = "resuming the last run"
+        else:
+            problem = self.session.start_problem(request, image_channels(image), f"'{image.name}'")
+            if problem:  # said before anything runs
+                notify("error", problem)
+                return None
+            start = self.session.start_text(request)
+            notify("info", f"Train on '{image.name}': {start}")
+        self._start_text = start
         self._slot_titles = self.slot_titles(request.models, slot_keys(request.models))
         self._prediction_image = image.name
+        self._train_suffix = self._suffix(image.name)
         # napari's progress bar comes with the worker's "ready" update (see _on_train_update)
         self._pbar = None
         self._pbar_total = request.iterations
@@ -228,7 +263,7 @@ class MedSegWidget(ControlPanel):
         self._last_report = None
         self._stopping = False
         self._pbar_time = 0.0
-        self.status_label.setText("Preparing the networks…")
+        self.status_label.setText(f"Preparing the networks ({start})…")
         self._update_buttons()
         # a full garbage collection walks the whole process with the GIL held, and building
         # the networks triggers one: frozen objects are skipped until the run ends (unfreeze
@@ -262,13 +297,16 @@ class MedSegWidget(ControlPanel):
                 # before "ready" it builds the networks and holds the GIL (docs/design.md)
                 self._pbar = progress(total=self._pbar_total, desc="medseg: training")
             image = layers.get(self._prediction_image, Image)
+            suffix = self._train_suffix
             if image is not None:
-                layers.rename_placeholders(self._slot_titles)
-                layers.prepare(image, self._slot_titles, self._num_classes())
+                layers.rename_placeholders(self._slot_titles, suffix)
+                layers.prepare(image, self._slot_titles, self._num_classes(), suffix=suffix)
             # the worker waits for this (behind the layer creations) before its first step
             layers.queue(("layers ready", None), self.session.layers_ready)
             if self._final_text is None and not self._stopping:
-                self.status_label.setText(f"Training on {upd.device} ({upd.preset})…")
+                self.status_label.setText(
+                    f"Training on {upd.device} ({upd.preset}), {self._start_text}…"
+                )
             return
         self._last_update = upd
         if upd.report is not None:
@@ -282,7 +320,12 @@ class MedSegWidget(ControlPanel):
         image = layers.get(self._prediction_image, Image)
         if upd.labels is not None and image is not None:
             layers.show(
-                upd, image, self._slot_titles, self._num_classes(), slice_index=upd.slice_index
+                upd,
+                image,
+                self._slot_titles,
+                self._num_classes(),
+                self._train_suffix,
+                slice_index=upd.slice_index,
             )
         if upd.metrics:
             self.show_metrics(upd.metrics, self._slot_titles)
@@ -327,6 +370,10 @@ class MedSegWidget(ControlPanel):
             self.status_label.setText(self._final_text)
         self._stopping = False
         self._update_buttons()
+        # what Train starts from next: the model just trained (it carries to the next image)
+        self.start_box.refresh(self.session.has_model, select_current=self.session.has_model)
+        self._show_card()
+        self._schedule_zero_shot()  # an image chosen while training gets its prediction now
 
     def _on_error(self, exc: BaseException) -> None:
         notify("error", user_message(exc))
@@ -358,13 +405,30 @@ class MedSegWidget(ControlPanel):
             return
         models = self.selected_models()
         titles = self.slot_titles(models, slot_keys(models))
-        self.prediction_layers.rename_placeholders(titles)
-        self.prediction_layers.prepare(image, titles, self._num_classes(), replace=False)
+        suffix = self._suffix(image.name, claim=False)
+        self.prediction_layers.rename_placeholders(titles, suffix)
+        self.prediction_layers.prepare(
+            image, titles, self._num_classes(), replace=False, suffix=suffix
+        )
+
+    def _suffix(self, image_name: str, claim: bool = True) -> str:
+        """The image's part of its prediction layers' names (:func:`~.pairing.layer_suffix`).
+
+        The first image to get results (``claim``: Train, Predict) keeps the plain names; when
+        it is closed, the next one does.
+        """
+        if self._home is not None and self._home not in self.viewer.layers:
+            self._home = None
+        if claim and self._home is None:
+            self._home = image_name
+        return layer_suffix(image_name, self._home)
 
     # ------------------------------------------------------------------ predict
-    def _run_task(self, fn: Callable, on_done: Callable, *args, **kwargs):
+    def _run_task(self, fn: Callable, on_done: Callable, *args, on_yield=None, **kwargs):
         worker = create_worker(fn, *args, _ignore_errors=True, **kwargs)
         worker.returned.connect(on_done)
+        if on_yield is not None:
+            worker.yielded.connect(on_yield)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_task_finished)
         self._task_worker = worker
@@ -374,70 +438,106 @@ class MedSegWidget(ControlPanel):
 
     def _on_task_finished(self) -> None:
         self._task_worker = None
+        self._zero_shot_for = None
+        if self._task_pbar is not None:
+            pbar, self._task_pbar = self._task_pbar, None
+            pbar.close()
         self._update_buttons()
+        after, self._after_task = self._after_task, None
+        if after is not None:  # Train was pressed while an image's zero-shot ran
+            after()
+        elif self._zero_shot_again:
+            self._zero_shot_again = False
+            self._schedule_zero_shot()
 
     def predict(self, target: str | None = None):
-        """Predict the current slice, the whole image/stack, or another image layer."""
+        """Predict the current slice, the whole image/stack, another image layer, every open
+        image, or every image file of a folder (*Predict on*)."""
+        target = target or self.target_combo.currentText()
+        if target == PREDICT_TARGETS[3]:
+            return self.predict_every_image()
+        if target == PREDICT_TARGETS[4]:
+            return self.predict_folder()
         if not self._can_start(
             "wait until training stops (or press Stop) before predicting",
             "no model yet — press Train (or Load model) first",
         ):
             return None
-        target = target or self.target_combo.currentText()
         other = target == PREDICT_TARGETS[2]
         layer = (self.other_image_combo if other else self.image_combo).layer()
         if layer is None:
             notify("error", "choose an image layer to predict on")
             return None
+        whole_slice = target == PREDICT_TARGETS[0]
+        return self._predict_layer(layer, whole_slice, strokes=not other)
+
+    def _predict_layer(self, layer, current_slice: bool, strokes: bool, zero_shot=False):
+        """Predicts one image layer in a worker; the result goes to its prediction layers.
+
+        ``strokes``: the chosen scribble layer's strokes take part (the walker's floor).
+        ``zero_shot``: shown only if the image is still the chosen one when it is done.
+        """
         try:
             kind = image_kind(layer.data.shape, layer.rgb)
         except ValueError as e:
             notify("error", str(e))
             return None
         kind = "rgba" if kind == "rgb" and layer.data.shape[-1] == 4 else kind
-        slice_index = (
-            self._current_slice(layer)
-            if (target == PREDICT_TARGETS[0] and kind == "stack")
-            else None
-        )
-        suffix = (
-            ""
-            if layer.name == self._prediction_image or self._prediction_image is None
-            else f" ({layer.name})"
-        )
+        slice_index = self._current_slice(layer) if (current_slice and kind == "stack") else None
+        suffix = self._suffix(layer.name)
         if self._prediction_image is None:
             self._prediction_image = layer.name
+        full = spatial_shape(layer.data.shape, layer.rgb)
         truth = None
-        truth_layer = self.truth_combo.layer()
+        truth_layer = None if zero_shot else self.truth_combo.layer()
         names = self.session.class_names() or self.class_names()
         if (
             truth_layer is not None
             and slice_index is None
-            and tuple(truth_layer.data.shape) == spatial_shape(layer.data.shape, layer.rgb)
+            and tuple(truth_layer.data.shape) == full
         ):
             truth = copy_layer_data(truth_layer.data)
         # the strokes drawn on this image: the walker's answer stays part of the ensemble
-        strokes = self.scribble_combo.layer() if not other else None
+        drawn = self.scribble_combo.layer() if strokes else None
         scribbles = None
-        if strokes is not None and tuple(strokes.data.shape) == spatial_shape(
-            layer.data.shape, layer.rgb
-        ):
-            scribbles = copy_layer_data(strokes.data)
+        if drawn is not None and tuple(drawn.data.shape) == full:
+            scribbles = copy_layer_data(drawn.data)
         self._slot_titles = self.slot_titles(*self.session.slot_models())
-        self.status_label.setText("Predicting…")
+        self.status_label.setText(
+            f"Predicting '{layer.name}' with the current model (no strokes yet)…"
+            if zero_shot
+            else "Predicting…"
+        )
+        name = layer.name
 
         def done(upd: LayerUpdate) -> None:
+            if zero_shot and self.image_combo.currentText() != name:
+                # the user moved on: nothing is drawn for an image left behind
+                self.status_label.setText(f"Prediction of '{name}' dropped (another image).")
+                return
             for w in upd.warnings:
                 notify("warning", w)
-            if layer.name in self.viewer.layers:
+            if name in self.viewer.layers:
                 self.prediction_layers.show(
-                    upd, layer, self._slot_titles, len(names), suffix, slice_index
+                    upd,
+                    self.viewer.layers[name],
+                    self._slot_titles,
+                    len(names),
+                    suffix,
+                    slice_index,
                 )
             if upd.metrics:
                 self.show_metrics(upd.metrics, self._slot_titles)
-            where = f"slice {slice_index}" if slice_index is not None else f"'{layer.name}'"
-            self.status_label.setText(f"Predicted {where}.")
+            where = f"slice {slice_index}" if slice_index is not None else f"'{name}'"
+            self.status_label.setText(
+                f"Zero-shot prediction of '{name}' by the current model — draw strokes and "
+                "press Train to adapt it to this image."
+                if zero_shot
+                else f"Predicted {where}."
+            )
 
+        if zero_shot:
+            self._zero_shot_for = name
         return self._run_task(
             self.session.predict,
             done,
@@ -451,6 +551,157 @@ class MedSegWidget(ControlPanel):
             scribbles=scribbles,
         )
 
+    # ------------------------------------------------------------------ the model carries on
+    def _schedule_zero_shot(self, *args) -> None:
+        self._zero_shot_timer.start()
+
+    def _zero_shot(self) -> None:
+        """Shows the chosen image's prediction by the current model, before any stroke.
+
+        Only for an image without results of its own (nothing is overwritten), never while
+        training, and only for an image whose channels the model takes (else the status line
+        says why). While another task runs it waits for it; a result for an image the user
+        has left meanwhile is dropped.
+        """
+        if self.is_training or not self.session.has_model:
+            return
+        layer = self.image_combo.layer()
+        if layer is None or layer.multiscale:
+            return
+        try:
+            image_kind(layer.data.shape, layer.rgb)
+        except ValueError:
+            return
+        if self.prediction_layers.has_results(self._suffix(layer.name, claim=False)):
+            return
+        problem = self.session.fit_problem(image_channels(layer), f"'{layer.name}'")
+        if problem:
+            self.status_label.setText(f"No prediction for '{layer.name}': {problem}")
+            return
+        if self._task_worker is not None:
+            self._zero_shot_again = True
+            return
+        self._predict_layer(layer, current_slice=False, strokes=False, zero_shot=True)
+
+    def predict_every_image(self):
+        """Every open image layer, one after the other in one worker; each gets its own
+        prediction layers (with its strokes, when it has a scribble layer)."""
+        if not self._can_start(
+            "wait until training stops (or press Stop) before predicting",
+            "no model yet — press Train (or Load model) first",
+        ):
+            return None
+        labels = [la for la in self.viewer.layers if isinstance(la, Labels)]
+        truth = self.truth_combo.layer()
+        taken = {truth.name} if truth is not None else set()
+        items, left = [], []
+        for layer in user_images(self.viewer.layers):
+            problem = self.session.fit_problem(image_channels(layer), f"'{layer.name}'")
+            if problem:
+                left.append(problem)
+                continue
+            kind = image_kind(layer.data.shape, layer.rgb)
+            kind = "rgba" if kind == "rgb" and layer.data.shape[-1] == 4 else kind
+            drawn = self.scribble_combo.layer() if layer is self.image_combo.layer() else None
+            if drawn is None or tuple(drawn.data.shape) != spatial_shape(
+                layer.data.shape, layer.rgb
+            ):
+                drawn = scribbles_for(layer, labels, taken)
+            scribbles = None
+            if drawn is not None:
+                taken.add(drawn.name)
+                scribbles = copy_layer_data(drawn.data)
+            items.append((layer.name, copy_layer_data(layer.data), kind, scribbles))
+        for message in left:
+            notify("warning", f"left out: {message}")
+        if not items:
+            notify("error", "no open image layer the model can predict — open an image first")
+            return None
+        names = self.session.class_names() or self.class_names()
+        self._slot_titles = self.slot_titles(*self.session.slot_models())
+        self._task_pbar = progress(total=len(items), desc="medseg: predicting open images")
+        self.status_label.setText(f"Predicting {len(items)} open image(s)…")
+        shown: list[str] = []
+
+        def one(result) -> None:
+            name, upd, problem = result
+            pbar = self._task_pbar
+            if pbar is not None:
+                pbar.update(1)
+            if problem is not None:
+                notify("warning", problem)
+                return
+            for w in upd.warnings:
+                notify("warning", f"'{name}': {w}")
+            if name in self.viewer.layers:
+                self.prediction_layers.show(
+                    upd,
+                    self.viewer.layers[name],
+                    self._slot_titles,
+                    len(names),
+                    self._suffix(name),
+                )
+                shown.append(name)
+
+        def done(_=None) -> None:
+            self.status_label.setText(
+                f"Predicted {len(shown)} of {len(items)} open image(s): "
+                + ", ".join(f"'{n}'" for n in shown)
+            )
+
+        return self._run_task(
+            self.session.predict_many,
+            done,
+            items,
+            device=self.device_combo.currentText(),
+            on_yield=one,
+        )
+
+    def predict_folder(self, folder: str | None = None, out: str | None = None):
+        """Every image file of ``folder`` → ``out/<stem>.tif`` (the ensemble in label
+        values 1..K, with the image's spacing), with napari's progress bar. Asks for the
+        folders when not given; the output folder is filled only at the end (staged)."""
+        if not self._can_start(
+            "wait until training stops (or press Stop) before predicting",
+            "no model yet — press Train (or Load model) first",
+        ):
+            return None
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Predict every image of a folder")
+            if not folder:
+                return None
+        if out is None:
+            out = QFileDialog.getExistingDirectory(
+                self, "Write the label files into (not the image folder)", str(Path(folder).parent)
+            )
+            if not out:
+                return None
+        self.status_label.setText(f"Predicting the images of {folder}…")
+
+        def step(item) -> None:
+            done_n, total, name, written = item
+            if self._task_pbar is None and self._task_worker is not None:
+                self._task_pbar = progress(total=total, desc="medseg: predicting a folder")
+            pbar = self._task_pbar  # the bar's nested event loop may end the task meanwhile
+            if pbar is not None and done_n > pbar.n:
+                pbar.update(done_n - pbar.n)
+            if written is not None:
+                notify("info", f"wrote {len(written)} label file(s) into {out}")
+                self.status_label.setText(
+                    f"Predicted {len(written)} image(s) of {folder} into {out}."
+                )
+            elif name:
+                self.status_label.setText(f"Predicted {done_n}/{total}: {name}")
+
+        return self._run_task(
+            self.session.predict_folder,
+            lambda _=None: None,
+            folder,
+            out,
+            device=self.device_combo.currentText(),
+            on_yield=step,
+        )
+
     def evaluate(self):
         """Dice / HD95 of the current prediction layers against the chosen ground truth."""
         if not self._can_start("wait until training stops before evaluating"):
@@ -459,13 +710,17 @@ class MedSegWidget(ControlPanel):
         if truth_layer is None:
             notify("error", "choose a ground-truth Labels layer (values 1..K like the scribbles)")
             return None
-        labels = self.prediction_layers.labels_of(self._slot_titles)
+        # the chosen image's prediction layers
+        image = self.image_combo.layer()
+        if image is None:
+            image = self.prediction_layers.get(self._prediction_image, Image)
+        suffix = self._suffix(image.name, claim=False) if image is not None else ""
+        labels = self.prediction_layers.labels_of(self._slot_titles, suffix)
         if not labels:
             notify("error", "no prediction layers yet — press Train or Predict first")
             return None
         truth = copy_layer_data(truth_layer.data)
         names = self.session.class_names() or self.class_names()
-        image = self.prediction_layers.get(self._prediction_image, Image)
         spacing = spatial_transform(image)["scale"] if image is not None else None
         from .session import evaluate_labels
 
@@ -476,18 +731,40 @@ class MedSegWidget(ControlPanel):
 
     # ------------------------------------------------------------------ save / load
     def _model_path(self, path: str | None, save: bool) -> str | None:
-        """``path``, or the file the user picks in a dialog (None: cancelled)."""
+        """``path``, or the file the user picks in a dialog (None: cancelled). The dialogs
+        open in the model library, where *Start from* lists the models."""
         if path is not None:
             return path
+        try:
+            if save:
+                image = self.image_combo.layer()
+                suggested = str(library_path(image.name if image is not None else "medseg_model"))
+            else:
+                suggested = str(model_library_dir(create=True))
+        except MedsegError as e:  # no writable user folder: the dialogs still work
+            notify("warning", str(e))
+            suggested = "medseg_model.pt" if save else ""
         if save:
             path, _ = QFileDialog.getSaveFileName(
-                self, "Save model", "medseg_model.pt", "napari-medseg model (*.pt)"
+                self,
+                "Save model (your model library is here)",
+                suggested,
+                "napari-medseg model (*.pt)",
             )
         else:
             path, _ = QFileDialog.getOpenFileName(
-                self, "Load model", "", "napari-medseg model (*.pt)"
+                self, "Load model", suggested, "napari-medseg model (*.pt)"
             )
         return path or None
+
+    def save_to_library(self, name: str):
+        """Saves the current model (with its card) into the model library as ``name``."""
+        try:
+            path = library_path(name)
+        except MedsegError as e:
+            notify("error", str(e))
+            return None
+        return self.save_model(str(path))
 
     def save_model(self, path: str | None = None):
         if not self._can_start(
@@ -503,6 +780,7 @@ class MedSegWidget(ControlPanel):
         def done(p) -> None:
             notify("info", f"model saved to {p}")
             self.status_label.setText(f"Saved {Path(p).name}")
+            self.start_box.refresh(self.session.has_model)  # the library may list it now
 
         return self._run_task(self.session.save, done, path, names)
 
@@ -518,17 +796,43 @@ class MedSegWidget(ControlPanel):
 
         return self._run_task(self.session.read_checkpoint, done, path)
 
+    def _pick_model(self, path: str | None) -> None:
+        """*Start from* chose a library model (or *a file…*: ``None``)."""
+        self.load_model(path)
+
+    def _show_card(self) -> None:
+        """The card box: the current model's card, or what Train starts from."""
+        card = self.session.model_card()
+        if self.start_box.start() == CURRENT and card:
+            self.start_box.show_card(
+                "Train continues this model; Predict and new images use it.\n" + card
+            )
+        elif card:
+            self.start_box.show_card(
+                "Train builds new networks (scratch). Until then Predict uses the current "
+                "model:\n" + card
+            )
+        else:
+            self.start_box.show_card(
+                "No model yet: Train builds new networks from your strokes — or pick a saved "
+                "model above (Save model stores into this library)."
+            )
+
     def _adopt_checkpoint(self, checkpoint, path: str) -> None:
         """Checks a read checkpoint against the widget's classes and image, then uses it."""
+        from ..checkpoints import card_text
+
         image = self.image_combo.layer()
         try:
             checkpoint.check_compatible(
                 num_classes=len(self.class_names()),
-                in_channels=None if image is None else (3 if image.rgb else 1),
+                in_channels=None if image is None else image_channels(image),
                 image="this image" if image is None else f"'{image.name}'",
             )
         except MedsegError as e:
             notify("error", str(e))
+            # the card says what the model is for; the current choice stays in force
+            self.start_box.show_card(f"Not loaded — {e}\n{card_text(checkpoint)}")
             return
         self.set_models(checkpoint.models)
         if checkpoint.preset:
@@ -542,12 +846,17 @@ class MedSegWidget(ControlPanel):
         )
         self.status_label.setText(f"Loaded {Path(path).name}")
         self._update_buttons()
+        self.start_box.refresh(True, select_current=True)
+        self._show_card()
+        self._schedule_zero_shot()  # the chosen image's prediction, if it has none yet
 
     # ------------------------------------------------------------------ teardown
     def shutdown(self, timeout_ms: int = 10_000) -> None:
         """Stops training and waits for the workers (the viewer is closing)."""
         self.session.request_stop()
         self._scribble_timer.stop()
+        self._zero_shot_timer.stop()  # no new prediction for a viewer that is closing
+        self._after_task = None
         from napari.qt.threading import WorkerBase
 
         WorkerBase.await_workers(msecs=timeout_ms)

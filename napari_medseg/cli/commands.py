@@ -392,38 +392,30 @@ def cmd_predict(args) -> int:
 def _predict_folder(checkpoint: Path, folder: Path, out: str, device: str) -> int:
     """Every image of ``folder`` → ``out/<stem>.tif`` (the ensemble), then a summary.
 
-    Staged like every run's outputs: written aside and moved in at the end, never over an
-    input (``--out`` the image folder itself is refused before any work)."""
+    Staged like every run's outputs (:meth:`Workflow.predict_folder`): written aside and moved
+    in at the end, never over an input (``--out`` the image folder itself is refused before
+    any work)."""
     from collections import Counter
 
-    from ..data.collection import image_files
-    from ..outputs import StagedOutputs
     from ..workflow import Workflow
     from .progress import progress_bar
 
-    files = image_files(folder)
-    if not files:
-        raise CliError(
-            f"{folder} holds no image files (.tif/.png/.jpg/.nii/.h5...) — give a folder of "
-            "images, one image file, or a DICOM series folder"
-        )
+    workflow = Workflow.load(checkpoint)
+    steps = workflow.predict_folder(folder, out, device=device, inputs=[checkpoint])
+    first = next(steps)  # the folder and the names are checked before any image
     written, pixels = [], Counter()
-    with StagedOutputs(out, [checkpoint, *files]) as outputs:
-        outputs.check_names(
-            (p.name[: -len(".nii.gz")] if p.name.endswith(".nii.gz") else p.stem) + ".tif"
-            for p in files
-        )
-        workflow = Workflow.load(checkpoint)
-        with progress_bar(len(files), "predicting", "image") as bar:
-            for path, target, seg in workflow.predict_files(files, outputs.staging, device=device):
-                for w in seg.warnings:
-                    print(f"warning: {path.name}: {w}", file=sys.stderr)
-                values, counts = np.unique(seg.ensemble, return_counts=True)
-                pixels.update(dict(zip(values.tolist(), counts.tolist())))
-                outputs.path(target.name)  # staged there already: registered for the move
-                bar.update(1)
-        written = outputs.commit()
-    out = outputs.target
+    with progress_bar(first.total, "predicting", "image") as bar:
+        for step in steps:
+            if step.written is not None:
+                written = step.written
+                continue
+            seg = step.segmentation
+            for w in seg.warnings:
+                print(f"warning: {step.source.name}: {w}", file=sys.stderr)
+            values, counts = np.unique(seg.ensemble, return_counts=True)
+            pixels.update(dict(zip(values.tolist(), counts.tolist())))
+            bar.update(1)
+    out = first.folder
     total = sum(pixels.values())
     shares = ", ".join(f"{v}: {100 * n / total:.1f} %" for v, n in sorted(pixels.items()))
     print(f"predicted {len(written)} image(s) of {folder} into {out} (one <stem>.tif each)")
