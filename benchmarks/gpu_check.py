@@ -439,12 +439,11 @@ def _acdc_subset(data: Path, test_volumes: int, workdir: Path) -> tuple[Path, in
 def stage_acdc(
     rows: list[Row], sizes: Sizes, device: torch.device, data: Path | None, test_volumes: int
 ) -> None:
+    """``train --dataset acdc --fold fold1`` in-process: the dataset machinery (Workflow)."""
+    from napari_medseg.data.collection import open_collection
     from napari_medseg.training import TrainConfig
-    from napari_medseg.training.dataset_protocol import (
-        ACDC_CLASSES,
-        run_acdc_protocol,
-        summary_table,
-    )
+    from napari_medseg.training.dataset_protocol import ACDC_CLASSES, summary_table
+    from napari_medseg.workflow import Workflow
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
@@ -461,18 +460,19 @@ def stage_acdc(
             patch_size=sizes.acdc_patch,
             preview_every_seconds=None,
         )
+        everything = open_collection(subset)
+        workflow = Workflow()
+        workflow.prepare_dataset(everything.acdc_fold(1), cfg, val_fraction=0.0)
+        start = time.perf_counter()
         finals, first_step = [], []
-
-        def drive(trainer, desc):
-            start = time.perf_counter()
-            for upd in trainer.steps():
-                if not first_step:  # the walker labels every training slice before step 1
-                    first_step.append(time.perf_counter() - start)
-                finals.append(upd)
-            return finals[-1]
-
-        result = run_acdc_protocol(subset, 1, cfg, tmp / "run", drive=drive)
-    ens = summary_table(result.rows)["ensemble"]
+        for upd in workflow.train_dataset(save_to=tmp / "run" / "model.pt", validate_every=0):
+            if not first_step:  # the walker labels every training slice before step 1
+                first_step.append(time.perf_counter() - start)
+            finals.append(upd)
+        scored = []
+        for _, _, got in workflow.evaluate(everything.acdc_fold(1, test=True)):
+            scored += got
+    ens = summary_table(scored)["ensemble"]
     dice = [ens[c]["dice"] for c in ACDC_CLASSES]
     hd = np.mean([ens[c]["hd95"] for c in ACDC_CLASSES])
     final = finals[-1]

@@ -20,7 +20,9 @@ OUT = ROOT / "bench_output"
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--quick", action="store_true", help="3 ACDC volumes instead of 40")
+    p.add_argument(
+        "--quick", action="store_true", help="3 ACDC volumes instead of 40; base models --quick"
+    )
     args = p.parse_args()
     OUT.mkdir(exist_ok=True)
     py = sys.executable
@@ -62,6 +64,14 @@ def main() -> None:
             [py, "benchmarks/bench_anytime.py", "--dataset", dataset, *n, "--seconds", "60"]
             + ["--out", str(OUT / f"anytime_{dataset}.md")]
             + ["--csv", str(OUT / f"anytime_{dataset}.csv")]
+        )
+    # base models across images (issue 12, BENCHMARKS §11): hours in full (time budgets);
+    # --quick: 2 training and 2 test files, 5 steps each, one thread (about a minute each)
+    quick = ["--quick", "--threads", "1"] if args.quick else []
+    for run in ("learning-curve", "acdc-base", "kvasir-base", "ph2-base"):
+        jobs.append(
+            [py, "benchmarks/bench_base_models.py", run, *quick]
+            + ["--out", str(OUT / f"base_{run}.md")]
         )
     gui = [py, "benchmarks/bench_gui_responsiveness.py", "--out", str(OUT / "gui.md")]
     if os.environ.get("DISPLAY"):

@@ -245,6 +245,42 @@ def write_segmentation(
     ]
 
 
+def score_segmentation(
+    segmentation: Segmentation,
+    truth: np.ndarray,
+    task: Task,
+    *,
+    case: str | None = None,
+    spacing=None,
+) -> list[dict]:
+    """Metric rows of every network and of the ensemble against ``truth`` (the task's values).
+
+    One row per foreground class (every class but the first) and model, with ``model``
+    (slot key or ``"ensemble"``), ``case`` and the metrics of
+    :func:`~napari_medseg.metrics.evaluate_segmentation` (Dice, IoU, HD95, ASD...): a volume
+    is scored in 3-D, as the ACDC protocol scores it. Distances are in ``spacing`` units
+    (voxels without one).
+    """
+    from .metrics.multiclass import evaluate_segmentation
+
+    values = task.classes.values
+    names = {v: task.class_names[i] for i, v in enumerate(values) if i < len(task.class_names)}
+    truth = np.asarray(truth).astype(np.int64)
+    rows = []
+    for model, labels in segmentation.with_ensemble().items():
+        for r in evaluate_segmentation(
+            np.asarray(labels).astype(np.int64),
+            truth,
+            class_values=values[1:],
+            spacing=spacing,
+            class_names=names or None,
+            case=case,
+        ):
+            r["model"] = model
+            rows.append(r)
+    return rows
+
+
 def release_memory(device) -> None:
     """Returns the accelerator memory the caching allocator holds (after a Stop or a run):
     other programs, and the next training, get it back. No-op on the CPU."""
@@ -650,6 +686,33 @@ class Workflow:
             step=self.trainer.iteration if self.trainer is not None else self.base.iteration,
             seconds=time.perf_counter() - t0,
         )
+
+    def evaluate(
+        self,
+        collection: Collection,
+        items: Sequence[CollectionItem] | None = None,
+        *,
+        spacing=None,
+        device: str = "auto",
+    ) -> Iterator[tuple[CollectionItem, Segmentation, list[dict]]]:
+        """Scores the trio on files it has not seen, without their strokes (zero-shot).
+
+        For each of ``items`` (default: all of ``collection``) with dense labels, one file at
+        a time: the segmentation and its metric rows (:func:`score_segmentation`: every
+        network and the ensemble, per foreground class, a volume in 3-D). ``spacing``: the
+        voxel size for distances when the files carry none (ACDC's .h5 do not).
+        """
+        for it in collection.items if items is None else items:
+            sample = collection.read(it, scribbles=False)
+            if sample.truth is None:
+                continue
+            seg = self.predict(
+                sample.image, kind=collection.kind, device=device, image_name=str(it.image)
+            )
+            rows = score_segmentation(
+                seg, sample.truth, self.task, case=it.name, spacing=spacing or sample.spacing
+            )
+            yield it, seg, rows
 
     def train_dataset(
         self,

@@ -131,6 +131,47 @@ def test_train_data_with_a_fold_trains_on_that_folds_patients_only(tmp_path):
     assert trained["validation_images"] == 2
 
 
+def test_the_acdc_protocol_trains_like_a_dataset_and_scores_the_folds_test_patients(
+    tmp_path, capsys
+):
+    """``--dataset acdc`` is ``--data --fold`` (one machinery: card, checkpoints, --resume)
+    plus the paper's test scores; its training patients are all trained on."""
+    import csv
+
+    data = acdc_folder(tmp_path / "v", patients=(1, 21, 22))
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "acdc", "--data", str(data), "--out", str(out)]
+    assert main([*args, "--iterations", "2", "--validate-every", "0", *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "fold1 test patients: 2 volume(s)" in printed and "mean HD95" in printed
+    card = load_checkpoint(out / "model.pt").card
+    trained = card["trained_on"]
+    assert trained["protocol"] == "acdc" and trained["acdc_fold"] == 1
+    assert trained["images"] == 4 and trained["validation_images"] == 0  # all of 21, 22
+    assert card["run"]["steps"] == 2
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # patient001 only (fold1's test patient), both frames, RV/Myo/LV, two slots + ensemble
+    assert {r["case"] for r in rows} == {"patient001_frame01", "patient001_frame12"}
+    assert {r["class"] for r in rows} == {"1", "2", "3"}
+    assert {r["model"] for r in rows} == {"unet", "unet_2", "ensemble"}
+    assert len(rows) == 2 * 3 * 3 and all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+
+    # resuming the protocol run goes on to its budget and scores the test patients again
+    (out / "metrics.csv").unlink()
+    resume = ["train", "--resume", str(out), "--iterations", "3", "--validate-every", "0"]
+    assert main([*resume, "--device", "cpu"]) == 0
+    assert load_checkpoint(out / "model.pt").card["run"]["steps"] == 3
+    assert (out / "metrics.csv").is_file()
+
+
+def test_the_acdc_protocol_needs_its_test_patients_before_training(tmp_path):
+    data = acdc_folder(tmp_path / "v", patients=(21, 22))
+    args = ["train", "--dataset", "acdc", "--data", str(data), "--out", str(tmp_path / "o")]
+    assert main([*args, "--iterations", "1", *FAST]) == 2
+    assert not (tmp_path / "o").exists()
+
+
 def test_split_json_keeps_test_stems_out(tmp_path):
     root = mask_folder(tmp_path / "k", n=5)
     (root / "split.json").write_text('{"train": ["frame0", "frame1", "frame2"], "test": ["x"]}')

@@ -117,9 +117,7 @@ def _warn(warnings) -> None:
 def cmd_train(args) -> int:
     started = time.perf_counter()  # --seconds counts from here: reading and building too
     _check_budget(args)
-    if args.dataset:
-        return _train_dataset(args)
-    if args.data or args.resume:
+    if args.data or args.resume or args.dataset:
         return _train_collection(args, started)
     for flag in ("simulate_scribbles", "val_fraction", "fold"):
         if getattr(args, flag) not in (None, False):
@@ -225,13 +223,20 @@ def _stop_on_interrupt(workflow):
 
 
 def _train_collection(args, started: float) -> int:
-    """``train --data DIR`` (or ``--resume RUN``): the trio on a dataset folder."""
+    """``train --data DIR`` (or ``--resume RUN``): the trio on a dataset folder.
+
+    ``--dataset acdc`` is the paper's protocol on the same machinery: the fold's 80 training
+    patients (all trained on unless ``--val-fraction`` says otherwise), then its 20 test
+    patients scored (``RUN/metrics.csv``); a resumed protocol run scores them when it ends.
+    """
     from ..checkpoints import load_checkpoint
     from ..data.collection import open_collection
+    from ..outputs import check_output_folder
     from ..workflow import Workflow
 
     if args.image or args.scribbles:
-        raise CliError("give either --data DIR or --image/--scribbles, not both")
+        what = "--dataset" if args.dataset else "--data DIR"
+        raise CliError(f"give either {what} or --image/--scribbles, not both")
     base, defaults, trained = None, {}, {}
     if args.resume:
         if args.checkpoint:
@@ -248,25 +253,34 @@ def _train_collection(args, started: float) -> int:
         if args.checkpoint:  # a base to fine-tune on the dataset
             base = load_checkpoint(path_or_error(args.checkpoint, "--checkpoint"))
             defaults = Workflow(base=base).base_settings()
+    protocol = args.dataset or trained.get("protocol")
+    fold = args.fold or trained.get("acdc_fold") or ("fold1" if protocol else None)
+    if fold:  # a wrong fold is refused before any file is read
+        fold = _fold(f"fold{fold}" if isinstance(fold, int) else fold)
     data = args.data or trained.get("folder")
     if not data:
-        raise CliError(f"--data DIR is required ({args.resume} does not record its folder)")
+        raise CliError(
+            "--data DIR is required"
+            + (" with --dataset (the ACDC volume folder)" if protocol else "")
+            + (f" ({args.resume} does not record its folder)" if args.resume else "")
+        )
+    check_output_folder(out)  # before minutes of reading and training
     simulate = args.simulate_scribbles or bool(trained.get("simulated_scribbles"))
     val_fraction = args.val_fraction
-    if val_fraction is None:
-        val_fraction = float(trained.get("validation_fraction", 0.1))
+    if val_fraction is None:  # the paper's protocol trains on every training patient
+        val_fraction = float(trained.get("validation_fraction", 0.0 if protocol else 0.1))
     if not 0 <= val_fraction < 1:
         raise CliError(f"--val-fraction must be in [0, 1), not {val_fraction}")
     split_seed = int(trained.get("split_seed", args.seed)) if args.resume else args.seed
-    collection = open_collection(
+    everything = open_collection(
         path_or_error(data, "--data"),
         simulate_scribbles=simulate,
         unlabelled=args.unlabelled,
         seed=split_seed,
     )
-    fold = args.fold or trained.get("acdc_fold")
-    if fold:
-        collection = collection.acdc_fold(_fold(f"fold{fold}" if isinstance(fold, int) else fold))
+    collection = everything.acdc_fold(fold) if fold else everything
+    # the protocol's test patients: missing ones are found now, not after the training
+    test = everything.acdc_fold(fold, test=True) if protocol else None
     cfg = _config_from_args(args, defaults, collection.class_values)
     if args.resume and args.seconds is None and args.iterations is None:
         cfg.seconds, cfg.iterations = base.config.get("seconds"), base.config.get("iterations")
@@ -278,10 +292,15 @@ def _train_collection(args, started: float) -> int:
         split_seed=split_seed,
         resume=bool(args.resume),
     )
+    if protocol:  # recorded in the card, so that --resume RUN scores the test patients too
+        workflow.trained_on["protocol"] = protocol
     try:
         with _stop_on_interrupt(workflow):
             if workflow.is_main:
-                return _drive_collection(args, workflow, cfg, out, warnings, started)
+                code = _drive_collection(args, workflow, cfg, out, warnings, started)
+                if test is not None and code == 0:
+                    _score_protocol(workflow, test, fold, out, args.spacing, args.device)
+                return code
             for _ in workflow.train_dataset(started=started):  # another rank: train quietly
                 pass
             return 0
@@ -327,7 +346,33 @@ def _drive_collection(args, workflow, cfg, out: Path, warnings, started: float) 
     if workflow.validation is not None:
         print(f"validation Dice {workflow.validation.dice:.4f} on {ds.collection.name}")
     _report([out / "model.pt"])
+    if state == "stopped" and workflow.trained_on.get("protocol"):
+        print(
+            f"the test patients are scored when the run finishes: napari-medseg train --resume "
+            f"{out}",
+            file=sys.stderr,
+        )
+        return 130
     return 0
+
+
+def _score_protocol(workflow, test, fold: int, out: Path, spacing, device: str) -> None:
+    """The paper's evaluation: every test volume zero-shot, 3-D Dice/HD95 per class and
+    model, ``out/metrics.csv`` and the summary table."""
+    from ..metrics import write_metrics_csv
+    from ..training.dataset_protocol import summary_text
+    from .progress import progress_bar
+
+    rows = []
+    with progress_bar(len(test.items), f"scoring fold{fold}'s test patients", "volume") as bar:
+        for _, _, got in workflow.evaluate(test, spacing=spacing, device=device):
+            rows += got
+            bar.update(1)
+    print(f"fold{fold} test patients: {len(test.items)} volume(s), scored without their strokes")
+    print(summary_text(rows))
+    units = "voxels (the .h5 files carry no spacing; --spacing z,y,x gives mm)"
+    print(f"HD95 in {units if spacing is None else 'the units of --spacing'}")
+    _report([write_metrics_csv(out / "metrics.csv", rows)])
 
 
 def _fold(text: str) -> int:
@@ -335,35 +380,6 @@ def _fold(text: str) -> int:
     if not fold.isdigit() or not 1 <= int(fold) <= 5:
         raise CliError(f"--fold {text!r} is not one of fold1..fold5")
     return int(fold)
-
-
-def _train_dataset(args) -> int:
-    from ..training.dataset_protocol import run_acdc_protocol
-
-    if not args.data:
-        raise CliError("--data DIR is required with --dataset (the ACDC volume folder)")
-    if not args.out:
-        raise CliError("--out is required: the folder for model.pt and metrics.csv")
-    data = path_or_error(args.data, "--data")
-    fold = _fold(args.fold or "fold1")
-    from ..outputs import check_output_folder
-    from ..training.dataset_protocol import ACDC_NUM_CLASSES
-
-    check_output_folder(args.out)  # before the folds' minutes of training
-    cfg = _config_from_args(args, class_values=tuple(range(ACDC_NUM_CLASSES)))
-    unlabelled = 4 if args.unlabelled is None else args.unlabelled
-    result = run_acdc_protocol(
-        data,
-        fold,
-        cfg,
-        Path(args.out),
-        unlabelled=unlabelled,
-        spacing=args.spacing,
-        drive=lambda trainer, desc: drive(trainer.steps(), trainer.config, desc),
-    )
-    print(result.summary_text())
-    _report(result.files)
-    return 0
 
 
 # ---------------------------------------------------------------- predict

@@ -108,7 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
         "in label values such as 'slices,convex=3,wall=2:3' (docs/design.md 'Shape priors')",
     )
     t.add_argument(
-        "--dataset", choices=["acdc"], help="the paper's ACDC protocol (with --data and --fold)"
+        "--dataset",
+        choices=["acdc"],
+        help="the paper's ACDC protocol (with --data and --fold): --data training on the fold's "
+        "80 training patients (no validation split unless --val-fraction), then its 20 test "
+        "patients scored without strokes into OUT/metrics.csv",
     )
     t.add_argument(
         "--data",
@@ -127,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="share of the files (of the patients, for ACDC) held out to score the trio "
-        "(with --data; default 0.1)",
+        "(with --data; default 0.1, 0 with --dataset)",
     )
     t.add_argument(
         "--validate-every",
@@ -158,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--spacing",
         type=_spacing_arg,
         default=None,
-        help="voxel spacing z,y,x for distance metrics (dataset protocol)",
+        help="voxel spacing z,y,x for the distance metrics of --dataset's test scores",
     )
 
     pr = sub.add_parser("predict", help="segment an image with a saved trio")

@@ -133,20 +133,22 @@ class Collection:
             raise DatasetError(f"no file of {self.folder} is left for {what}")
         return replace(self, items=items)
 
-    def acdc_fold(self, fold: int) -> Collection:
-        """Only the training patients of ACDC fold ``fold`` (1..5; its 20 test patients are
-        never trained or validated on)."""
+    def acdc_fold(self, fold: int, test: bool = False) -> Collection:
+        """The training patients of ACDC fold ``fold`` (1..5; its 20 test patients are never
+        trained or validated on), or with ``test`` those 20 test patients (to score a base the
+        way the paper's protocol does)."""
         from .datasets import acdc_fold_patients
 
         if self.layout != "acdc":
             raise DatasetError(f"--fold selects ACDC patients; {self.folder} is not ACDC volumes")
         try:
-            train, _ = acdc_fold_patients(fold)
+            train, held = acdc_fold_patients(fold)
         except ValueError as e:
             raise DatasetError(str(e)) from None
-        numbers = {f"patient{p:03d}" for p in train}
-        kept = self.restricted(lambda it: it.group in numbers, f"the patients of fold{fold}")
-        kept.fold = int(fold)
+        numbers = {f"patient{p:03d}" for p in (held if test else train)}
+        what = f"the {'test' if test else 'training'} patients of fold{fold}"
+        kept = self.restricted(lambda it: it.group in numbers, what)
+        kept.fold = None if test else int(fold)  # the card's acdc_fold: what was trained on
         return kept
 
     # ------------------------------------------------------------------ split
