@@ -104,7 +104,12 @@ format: $(VENV)/.testing
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: $(VENV)/.testing
+# matplotlib draws the learning curve (benchmarks/bench_base_models.py); only benchmarks need it.
+$(VENV)/.bench: $(VENV)/.testing
+	$(PIP) install -q "$(TORCH_SPEC)" -e ".[bench]"
+	touch $@
+
+bench: $(VENV)/.bench
 	$(PY) benchmarks/run_all.py
 
 clean:
