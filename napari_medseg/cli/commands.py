@@ -346,23 +346,29 @@ def _train_dataset(args) -> int:
         raise CliError("--out is required: the folder for model.pt and metrics.csv")
     data = path_or_error(args.data, "--data")
     fold = _fold(args.fold or "fold1")
-    from ..outputs import check_output_folder
+    from ..outputs import StagedOutputs
     from ..training.dataset_protocol import ACDC_NUM_CLASSES
 
-    check_output_folder(args.out)  # before the folds' minutes of training
     cfg = _config_from_args(args, class_values=tuple(range(ACDC_NUM_CLASSES)))
     unlabelled = 4 if args.unlabelled is None else args.unlabelled
-    result = run_acdc_protocol(
-        data,
-        fold,
-        cfg,
-        Path(args.out),
-        unlabelled=unlabelled,
-        spacing=args.spacing,
-        drive=lambda trainer, desc: drive(trainer.steps(), trainer.config, desc),
-    )
+    # checked before the folds' minutes of training; written aside, moved in at the end
+    with StagedOutputs(args.out, [data]) as outputs:
+        outputs.check_names(["model.pt", "metrics.csv"])
+        result = run_acdc_protocol(
+            data,
+            fold,
+            cfg,
+            outputs.staging,
+            unlabelled=unlabelled,
+            spacing=args.spacing,
+            drive=lambda trainer, desc: drive(trainer.steps(), trainer.config, desc),
+        )
+        for f in result.files:  # what the protocol wrote into the staging folder
+            outputs.path(Path(f).name)
+        files = outputs.commit()
     print(result.summary_text())
-    _report(result.files)
+    _report(files)
+    _report_folder(outputs)
     return 0
 
 
@@ -578,8 +584,8 @@ def cmd_demo(args) -> int:
 
     if not math.isfinite(args.seconds) or args.seconds <= 0:
         raise CliError(f"--seconds must be a positive number of seconds, not {args.seconds}")
-    run_demo(Path(args.out), seconds=args.seconds, sample=args.sample)
-    return 0
+    result = run_demo(Path(args.out), seconds=args.seconds, sample=args.sample)
+    return 130 if result.get("interrupted") else 0
 
 
 def cmd_gui(args) -> int:
