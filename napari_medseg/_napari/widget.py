@@ -26,6 +26,7 @@ from qtpy.QtWidgets import QFileDialog
 
 from ..errors import MedsegError
 from ..slots import slot_keys
+from .closing import CloseWithWindow
 from .layer_manager import PredictionLayers
 from .layers import (
     copy_layer_data,
@@ -37,6 +38,7 @@ from .layers import (
 )
 from .notify import notify
 from .panel import PREDICT_TARGETS, ControlPanel
+from .recovery import SessionAutosave
 from .session import (
     LayerUpdate,
     TrainingSession,
@@ -89,6 +91,8 @@ class MedSegWidget(ControlPanel):
         self._connect_controls()
         self._connect_viewer()
         self._update_buttons()
+        self.autosave = SessionAutosave(self)  # every few minutes; offers a crashed session
+        CloseWithWindow(self, self.shutdown)  # napari closes no dock widget with its window
         start_warm_up()
 
     # ================================================================== wiring
@@ -548,6 +552,7 @@ class MedSegWidget(ControlPanel):
         """Stops training and waits for the workers (the viewer is closing)."""
         self.session.request_stop()
         self._scribble_timer.stop()
+        self.autosave.close()  # a clean exit: the session is not offered for restore
         from napari.qt.threading import WorkerBase
 
         WorkerBase.await_workers(msecs=timeout_ms)
