@@ -130,6 +130,51 @@ def giant_tiff(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
     return path
 
 
+def giant_png(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
+    """A ~60-byte PNG (valid chunks and CRCs) whose header declares ``width``×``height`` RGB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def giant_jpeg(path: Path, width: int = 65_000, height: int = 65_000) -> Path:
+    """A ~40-byte JPEG: an APP0 segment, then a frame header declaring ``width``×``height``
+    RGB pixels, then the end marker (no image data)."""
+    import struct
+
+    app0 = b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    sof = struct.pack(">BHHB", 8, height, width, 3) + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00"
+    out = b"\xff\xd8"
+    out += b"\xff\xe0" + struct.pack(">H", len(app0) + 2) + app0
+    out += b"\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof
+    out += b"\xff\xd9"
+    path.write_bytes(out)
+    return path
+
+
+def giant_dicom(path: Path, rows: int = 60_000, columns: int = 60_000, frames: int = 500) -> Path:
+    """A DICOM file with 8×8 pixels of data whose header declares ``frames`` frames of
+    ``rows``×``columns`` 16-bit pixels."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dicom_files import MR_IMAGE_STORAGE, _base, _save
+
+    ds = _base(MR_IMAGE_STORAGE, "1.2.826.0.1.3680043.8.498.77", np.zeros((8, 8), np.uint16))
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
+    return _save(ds, path)
+
+
 # ---------------------------------------------------------------- inputs never altered
 def digests(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` (relative path → digest); new files show too."""

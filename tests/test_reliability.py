@@ -196,6 +196,41 @@ def test_ctrl_c_saves_the_model_and_predictions_reached(pair):
     assert not [p for p in pair.iterdir() if "staging" in p.name]
 
 
+def test_ctrl_c_stops_the_demo_and_keeps_what_it_reached(tmp_path):
+    """A real SIGINT to `napari-medseg demo`: it stops through the trainer, saves, exits 130."""
+    out = tmp_path / "demo"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_medseg.cli", "demo", "--out", str(out), "--seconds", "300"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    lines = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # wait for training to start
+        line = proc.stderr.readline()
+        lines.append(line)
+        if line.startswith("napari-medseg demo: training") or not line:
+            break
+    assert lines[-1].startswith("napari-medseg demo: training"), "".join(lines)
+    time.sleep(2.0)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=240)
+    stderr = "".join(lines) + stderr
+    assert proc.returncode == 130, stdout + stderr
+    assert time.monotonic() - started < 200  # not the 300 s budget
+    assert "interrupted after" in stderr and str(out) in stderr, stderr
+    for name in ("ensemble.tif", "model.pt", "overlay.png"):
+        assert (out / name).is_file(), stdout + stderr
+    assert load_checkpoint(out / "model.pt").num_classes == 4
+    assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
+
+
 def test_stop_on_interrupt_asks_the_workflow_to_stop_once_then_aborts():
     from napari_medseg.cli.interrupt import StopOnInterrupt
 
@@ -212,6 +247,52 @@ def test_stop_on_interrupt_asks_the_workflow_to_stop_once_then_aborts():
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ---------------------------------------------------------------- train --dataset acdc
+def _acdc_volumes(folder: Path) -> Path:
+    """Two tiny ACDC-style volumes: patient 1 (fold 1's test set) and 21 (its training set)."""
+    import h5py
+
+    folder.mkdir()
+    for patient in (1, 21):
+        label = np.zeros((2, 32, 32), np.uint8)
+        label[:, 8:24, 6:14], label[:, 10:22, 16:26], label[:, 9:23, 15:16] = 1, 3, 2
+        image = (0.1 + 0.25 * label).astype(np.float32)
+        scr = np.full(label.shape, 4, np.uint16)
+        scr[:, 2, 2:30], scr[:, 16, 8:12], scr[:, 12:20, 15], scr[:, 16, 18:24] = 0, 1, 2, 3
+        with h5py.File(folder / f"patient{patient:03d}_frame01.h5", "w") as f:
+            f["image"], f["label"], f["scribble"] = image, label, scr
+    return folder
+
+
+def _dataset_args(data: Path, out: Path) -> list[str]:
+    return ["train", "--dataset", "acdc", "--data", str(data), "--out", str(out), "--fold",
+            "fold1", "--iterations", "1", "--models", "unet", "--batch-size", "2", "--device",
+            "cpu"]  # fmt: skip
+
+
+def test_dataset_protocol_outputs_are_written_whole(tmp_path, monkeypatch, capsys):
+    """A dataset run writes in place (``--resume`` needs model.pt while it runs), each file
+    atomically: a failure leaves the earlier files whole and no temporary file behind."""
+    data = _acdc_volumes(tmp_path / "acdc")
+    out = tmp_path / "run"
+    assert main(_dataset_args(data, out)) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "model.pt"]
+    assert load_checkpoint(out / "model.pt").num_classes == 4
+    metrics = (out / "metrics.csv").read_bytes()
+    from napari_medseg import metrics as metrics_module
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(metrics_module, "write_metrics_csv", broken)
+    assert main(_dataset_args(data, out)) == 2
+    assert "disk full" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "model.pt"]
+    assert (out / "metrics.csv").read_bytes() == metrics  # the earlier scores, whole
+    assert load_checkpoint(out / "model.pt").num_classes == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acdc", "run"]
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -272,6 +353,37 @@ def test_one_nan_pixel_trains_to_finite_weights():
             if t.is_floating_point():
                 assert torch.isfinite(t).all(), name
     assert np.isfinite(final.segmentation.disagreement).all()
+
+
+def test_one_nan_pixel_predicts_with_a_warning_and_valid_labels():
+    """The API's predict meets the NaN pixel the way training does: replaced, said once."""
+    wf = Workflow(Task())
+    wf.prepare([(image_2d(), scribbles_2d())], TrainConfig(iterations=1, **FAST_CFG))
+    list(wf.train())
+    img = image_2d()
+    img[5, 5] = np.nan
+    for scribbles in (None, scribbles_2d()):
+        seg = wf.predict(img, scribbles=scribbles)
+        assert [w for w in seg.warnings if "NaN" in w], seg.warnings
+        assert set(np.unique(seg.ensemble)) <= {1, 2}
+        assert np.isfinite(seg.disagreement).all()
+    assert np.isnan(img[5, 5])  # the caller's array is untouched
+
+
+def test_pillows_decompression_bomb_refusal_is_said_in_words(tmp_path, monkeypatch):
+    """An image within our memory guard that Pillow still refuses (its pixel limit) gets one
+    clear message, not "truncated or corrupt"."""
+    from PIL import Image
+
+    from napari_medseg.data.readers import load_image
+    from napari_medseg.errors import InputError
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1024 px > twice the limit
+    with pytest.raises(InputError, match="decompression bombs") as info:
+        load_image(path)
+    assert "32×32" in str(info.value) and "big.png" in str(info.value)
 
 
 def test_cli_prints_each_normalisation_warning_once(pair, capsys):

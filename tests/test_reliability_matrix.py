@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,9 @@ from reliability_cases import (  # noqa: E402
     CORRUPTIONS,
     corrupt,
     digests,
+    giant_dicom,
+    giant_jpeg,
+    giant_png,
     giant_tiff,
     image_2d,
     scribbles_2d,
@@ -86,7 +89,7 @@ class Case:
 
     ``fragments``: every one must appear in the message (case-insensitive); ``"{d}"`` is
     replaced by the case folder. ``error``: the exception an API case raises. ``rc``: the exit
-    code a CLI case returns.
+    code a CLI case returns. ``env``: environment variables set for the case.
     """
 
     id: str
@@ -94,6 +97,7 @@ class Case:
     fragments: tuple[str, ...]
     error: type[BaseException] = MedsegError
     rc: int = 2
+    env: dict[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- helpers for cases
@@ -317,6 +321,20 @@ def _giant(d: Path) -> list:
     return _train(d, image="giant.tif")
 
 
+#: what the memory guard allows in the cases that reach it (the machine's memory varies)
+SMALL_MEMORY = {"MEDSEG_MAX_IMAGE_BYTES": str(256 << 20)}
+
+
+def _giant_file(write: Callable[[Path], Path], name: str, role: str = "image"):
+    def make(d):
+        write(d / name)
+        if role == "scribbles":
+            return _train(d, scribbles=name)
+        return _train(d, image=name) if role == "image" else _predict(image=name)(d)
+
+    return make
+
+
 def _acdc_h5_without_scribble(d: Path) -> list:
     import h5py
 
@@ -429,6 +447,28 @@ def _eval_case(kind: str) -> Callable[[Path], list]:
 CLI_CASES: list[Case] = [
     *_reader_cases(),
     Case("giant-tiff-header", _giant, ("giant.tif", "holds only")),
+    # a tiny file whose header declares a huge image: refused before anything is allocated
+    Case(
+        "giant-png-header", _giant_file(giant_png, "giant.png"), ("giant.png", "can hold at most")
+    ),
+    Case(
+        "giant-png-header-scribbles",
+        _giant_file(giant_png, "giant.png", "scribbles"),
+        ("giant.png", "can hold at most"),
+    ),  # fmt: skip
+    Case(
+        "giant-jpeg-header",
+        _giant_file(giant_jpeg, "giant.jpg"),
+        ("giant.jpg", "65000×65000", "can spare"),
+        env=SMALL_MEMORY,
+    ),  # fmt: skip
+    Case(
+        "giant-jpeg-header-predict",
+        _giant_file(giant_jpeg, "giant.jpg", "predict"),
+        ("giant.jpg", "can spare"),
+        env=SMALL_MEMORY,
+    ),  # fmt: skip
+    Case("giant-dicom-header", _giant_file(giant_dicom, "giant.dcm"), ("giant.dcm", "holds only")),
     # scribbles that are not scribbles
     Case("dense-label-map", _train_scr(_dense_scribbles()), ("dense label map",)),
     Case("dense-stack", _dense_stack_slice, ("dense label map",)),
@@ -636,7 +676,9 @@ CLI_CASES: list[Case] = [
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
-def test_cli_refuses_clearly_and_touches_no_input(case, case_dir, capsys):
+def test_cli_refuses_clearly_and_touches_no_input(case, case_dir, capsys, monkeypatch):
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value)
     argv = case.make(case_dir)
     before = digests(case_dir)
     rc, text = run_cli(argv, capsys)
@@ -819,6 +861,25 @@ API_CASES: list[Case] = [
         InputError,
     ),  # fmt: skip
     Case(
+        "api-giant-png",
+        _reader("load_image", lambda d: giant_png(d / "g.png")),
+        ("g.png", "can hold at most"),
+        InputError,
+    ),  # fmt: skip
+    Case(
+        "api-giant-jpeg",
+        _reader("load_image", lambda d: giant_jpeg(d / "g.jpg")),
+        ("g.jpg", "can spare"),
+        InputError,
+        env=SMALL_MEMORY,
+    ),  # fmt: skip
+    Case(
+        "api-giant-dicom",
+        _reader("load_image", lambda d: giant_dicom(d / "g.dcm")),
+        ("g.dcm", "holds only"),
+        InputError,
+    ),  # fmt: skip
+    Case(
         "api-unsupported",
         _reader("load_image", lambda d: (d / "x.xyz").write_bytes(b"1") and d / "x.xyz"),
         ("unsupported file type",),
@@ -828,7 +889,9 @@ API_CASES: list[Case] = [
 
 
 @pytest.mark.parametrize("case", API_CASES, ids=[c.id for c in API_CASES])
-def test_api_refuses_clearly_and_touches_no_input(case, case_dir):
+def test_api_refuses_clearly_and_touches_no_input(case, case_dir, monkeypatch):
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value)
     call = case.make(case_dir)
     arrays = {k: v.copy() for k, v in (("img", IMG), ("scr", SCR))}
     before = digests(case_dir)

@@ -28,6 +28,7 @@ from ..errors import MedsegError
 from ..model_library import library_path
 from ..slots import slot_keys
 from ..user_dirs import model_library_dir
+from .closing import CloseWithWindow
 from .layer_manager import PredictionLayers
 from .layers import (
     copy_layer_data,
@@ -40,6 +41,7 @@ from .layers import (
 from .notify import notify
 from .pairing import image_channels, layer_suffix, scribbles_for, user_images
 from .panel import PREDICT_TARGETS, ControlPanel
+from .recovery import SessionAutosave
 from .session import (
     LayerUpdate,
     TrainingSession,
@@ -107,6 +109,8 @@ class MedSegWidget(ControlPanel):
         self._connect_viewer()
         self._update_buttons()
         self._show_card()
+        self.autosave = SessionAutosave(self)  # every few minutes; offers a crashed session
+        CloseWithWindow(self, self.shutdown)  # napari closes no dock widget with its window
         start_warm_up()
 
     # ================================================================== wiring
@@ -857,6 +861,7 @@ class MedSegWidget(ControlPanel):
         self._scribble_timer.stop()
         self._zero_shot_timer.stop()  # no new prediction for a viewer that is closing
         self._after_task = None
+        self.autosave.close()  # a clean exit: the session is not offered for restore
         from napari.qt.threading import WorkerBase
 
         WorkerBase.await_workers(msecs=timeout_ms)

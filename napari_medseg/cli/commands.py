@@ -586,8 +586,8 @@ def cmd_demo(args) -> int:
 
     if not math.isfinite(args.seconds) or args.seconds <= 0:
         raise CliError(f"--seconds must be a positive number of seconds, not {args.seconds}")
-    run_demo(Path(args.out), seconds=args.seconds, sample=args.sample)
-    return 0
+    result = run_demo(Path(args.out), seconds=args.seconds, sample=args.sample)
+    return 130 if result.get("interrupted") else 0
 
 
 def cmd_gui(args) -> int:

@@ -46,6 +46,8 @@ def overlay_png(
 
 
 def run_demo(out: Path, seconds: float = 45.0, sample: str = "mri") -> dict:
+    """Trains on the sample and writes its outputs; ``result["interrupted"]``: Ctrl-C stopped
+    the training early (what it reached is saved all the same, see :mod:`.interrupt`)."""
     from ..metrics import evaluate_segmentation
     from ..outputs import StagedOutputs
     from ..sample_data import load_mri_sample, load_rgb_sample
@@ -59,7 +61,7 @@ def run_demo(out: Path, seconds: float = 45.0, sample: str = "mri") -> dict:
         data = load_mri_sample() if sample == "mri" else load_rgb_sample()
         workflow = Workflow(Task(class_names=tuple(data.get("class_names", ()))))
         workflow.prepare([(data["image"], data["scribbles"])], cfg)
-        with StopOnInterrupt(workflow):
+        with StopOnInterrupt(workflow) as interrupt:
             print(
                 f"napari-medseg demo: training {', '.join(cfg.models)} ({cfg.preset}) on "
                 f"{workflow.device_for()} for {seconds:.0f} s on the {sample.upper()} sample "
@@ -76,7 +78,12 @@ def run_demo(out: Path, seconds: float = 45.0, sample: str = "mri") -> dict:
         overlay_png(outputs.path("overlay.png"), data["image"], panels, workflow.task.kind)
         files = outputs.commit()
     out = outputs.target
-    result = {"iterations": final.iteration, "seconds": final.elapsed, "files": files}
+    result = {
+        "iterations": final.iteration,
+        "seconds": final.elapsed,
+        "files": files,
+        "interrupted": interrupt.requested,
+    }
     if truth is not None:
         values = workflow.task.class_values
         rows = evaluate_segmentation(ensemble, np.asarray(truth), class_values=values)
@@ -91,4 +98,10 @@ def run_demo(out: Path, seconds: float = 45.0, sample: str = "mri") -> dict:
     for f in files:
         print(f"  {f}")
     print(f"Open {out / 'overlay.png'} to see scribbles | ensemble prediction | truth per slice.")
+    if interrupt.requested:
+        print(
+            f"napari-medseg: interrupted after {final.iteration} iterations — the model and the "
+            f"predictions reached so far are saved in {out}",
+            file=sys.stderr,
+        )
     return result

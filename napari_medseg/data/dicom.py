@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .limits import guard_size
+
 __all__ = ["DicomSeries", "dicom_files", "is_dicom_file", "read_dicom"]
 
 _PREAMBLE = 128
@@ -152,7 +154,27 @@ def _one_series(where: Path, images: list, series_uid: str | None) -> list:
     )
 
 
+def _guard_pixels(path: Path, ds) -> None:
+    """Refuses, from the header alone, pixel data larger than the file holds (uncompressed)
+    or than memory can spare, before pydicom allocates and decodes it."""
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+        bits = int(getattr(ds, "BitsAllocated", 16) or 16)
+    except (AttributeError, TypeError, ValueError):
+        return  # no usable size in the header: pydicom's own checks decide
+    dtype = np.uint8 if bits <= 8 else (np.uint16 if bits <= 16 else np.uint32)
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    stored = None
+    if syntax is not None and not getattr(syntax, "is_compressed", True) and bits % 8 == 0:
+        data = ds.get("PixelData")
+        stored = len(data) if isinstance(data, bytes | bytearray) else None
+    guard_size(path, (frames, rows, cols, samples), dtype, stored)
+
+
 def _pixels(path: Path, ds) -> np.ndarray:
+    _guard_pixels(path, ds)
     try:
         return np.asarray(ds.pixel_array)
     except Exception as e:  # pydicom raises several types for missing codecs / bad data

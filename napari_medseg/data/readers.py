@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import InputError, MedsegError
+from .limits import MAX_BYTES_ENV, guard_size, max_image_bytes  # noqa: F401 - re-exported
 
 __all__ = [
     "ACDC_CLASS_NAMES",
@@ -107,52 +109,6 @@ def _unsupported(path: Path) -> InputError:
     )
 
 
-#: Environment variable overriding the largest image (in bytes of pixel data) a reader accepts.
-MAX_BYTES_ENV = "MEDSEG_MAX_IMAGE_BYTES"
-
-
-def max_image_bytes() -> int:
-    """The most pixel data a reader will allocate: ``$MEDSEG_MAX_IMAGE_BYTES``, else half of
-    the memory available now (a file's header can declare any size; the allocation must not
-    take the machine down before the user hears why)."""
-    env = os.environ.get(MAX_BYTES_ENV)
-    if env:
-        try:
-            return int(float(env))
-        except ValueError:
-            pass
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2
-    except (OSError, ValueError, IndexError):
-        pass
-    return 8 << 30
-
-
-def _guard_size(path: Path, shape, dtype, stored_bytes: int | None = None) -> None:
-    """Refuses, from the header alone, pixel data too large to allocate or larger than an
-    uncompressed file can hold (``stored_bytes``: what the file has room for)."""
-    shape = tuple(int(n) for n in shape)
-    if any(n < 0 for n in shape):
-        raise InputError(f"{path}: the header declares a negative size {shape} — it is corrupt")
-    declared = int(np.prod(shape, dtype=np.float64) * np.dtype(dtype).itemsize)
-    if stored_bytes is not None and declared > stored_bytes:
-        raise InputError(
-            f"{path} declares {declared:,} bytes of pixels ({'×'.join(map(str, shape))}, "
-            f"{np.dtype(dtype)}) but holds only {max(stored_bytes, 0):,} — the file is truncated "
-            "or corrupt; export it again"
-        )
-    limit = max_image_bytes()
-    if declared > limit:
-        raise InputError(
-            f"{path} declares an image of {'×'.join(map(str, shape))} {np.dtype(dtype)} "
-            f"({declared / 2**30:.1f} GiB), more than the {limit / 2**30:.1f} GiB this computer "
-            f"can spare — crop or downsample it first (or set {MAX_BYTES_ENV})"
-        )
-
-
 def _unreadable(path: Path, error: BaseException) -> InputError:
     """The one message for a file a format library could not read."""
     text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
@@ -193,7 +149,7 @@ def _read_tiff(path: Path) -> ImageData:
         series = tf.series[0]
         page = tf.pages[0]
         uncompressed = int(getattr(page, "compression", 1)) == 1
-        _guard_size(path, series.shape, series.dtype, path.stat().st_size if uncompressed else None)
+        guard_size(path, series.shape, series.dtype, path.stat().st_size if uncompressed else None)
         array = tf.asarray()
         spacing = _tiff_spacing(tf)
     if spacing is not None:
@@ -204,10 +160,95 @@ def _read_tiff(path: Path) -> ImageData:
     return ImageData(array, spacing, path)
 
 
+#: deflate never expands data more than ~1032:1, so a complete PNG of N bytes decodes to at most
+#: this many times N bytes of pixels; a header declaring more is a truncated or forged file.
+PNG_MAX_RATIO = 1032
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG frame headers (SOF0..SOF15 but DHT, JPG and DAC, which share the range)
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _png_header(f) -> tuple[tuple[int, ...], type] | None:
+    """(shape, dtype) declared by a PNG's IHDR chunk; None when the file does not start as one."""
+    head = f.read(26)
+    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+    # grey, grey+alpha, RGB, RGBA; a palette decodes to RGB(A): counted as 4 (the larger)
+    channels = {0: 1, 4: 2, 2: 3, 6: 4}.get(colour, 4)
+    return (height, width, channels), np.uint16 if depth == 16 else np.uint8
+
+
+def _jpeg_header(f) -> tuple[tuple[int, ...], type] | None:
+    """(shape, dtype) from a JPEG's frame header (SOFn), found by walking the markers before
+    it; None when there is none before the image data (the decoder then has its say)."""
+    if f.read(2) != b"\xff\xd8":
+        return None
+    while True:
+        if f.read(1) != b"\xff":
+            return None
+        marker = f.read(1)
+        while marker == b"\xff":  # fill bytes
+            marker = f.read(1)
+        if not marker or marker[0] in (0xD9, 0xDA):  # end of file / of image, start of scan
+            return None
+        m = marker[0]
+        if m == 0x01 or 0xD0 <= m <= 0xD7:  # markers without a length
+            continue
+        raw = f.read(2)
+        if len(raw) < 2 or struct.unpack(">H", raw)[0] < 2:
+            return None
+        if m in _JPEG_SOF:
+            seg = f.read(6)
+            if len(seg) < 6:
+                return None
+            precision, height, width, components = struct.unpack(">BHHB", seg)
+            return (height, width, components), np.uint16 if precision > 8 else np.uint8
+        f.seek(struct.unpack(">H", raw)[0] - 2, os.SEEK_CUR)
+
+
+def _guard_raster(path: Path) -> tuple[int, ...] | None:
+    """Refuses, from the PNG or JPEG header alone, a size that cannot be (a PNG holding more
+    than deflate can encode in its bytes) or that would not fit in memory. Returns the
+    declared (H, W, channels), or None for other files (the decoder checks those)."""
+    with open(path, "rb") as f:
+        header = _png_header(f)
+        if header is None:
+            f.seek(0)
+            header = _jpeg_header(f)
+    if header is None:
+        return None
+    shape, dtype = header
+    stored = None
+    if _suffix(path) == ".png":
+        stored = path.stat().st_size * PNG_MAX_RATIO
+    declared = int(np.prod(shape, dtype=np.float64) * np.dtype(dtype).itemsize)
+    if stored is not None and declared > stored:
+        raise InputError(
+            f"{path} declares {shape[1]}×{shape[0]} pixels ({declared:,} bytes) but a PNG of "
+            f"{path.stat().st_size:,} bytes can hold at most {stored:,} — the file is "
+            "truncated or corrupt; export it again"
+        )
+    guard_size(path, shape, dtype)
+    return shape
+
+
 def _read_raster(path: Path) -> ImageData:
     import imageio.v3 as iio
 
-    array = np.asarray(iio.imread(path))
+    shape = _guard_raster(path)
+    try:
+        array = np.asarray(iio.imread(path))
+    except Exception as e:
+        from PIL import Image
+
+        if not isinstance(e, Image.DecompressionBombError):
+            raise
+        size = f"{shape[1]}×{shape[0]} pixels" if shape else "more pixels"
+        raise InputError(
+            f"{path} declares {size}, more than the image library (Pillow) decodes as a guard "
+            "against decompression bombs — crop or downsample it, or save it as TIFF"
+        ) from None
     return ImageData(array, None, path)
 
 
@@ -225,7 +266,7 @@ def _read_nifti(path: Path) -> ImageData:
     stored = None
     if _suffix(path) == ".nii":
         stored = path.stat().st_size - int(header.get_data_offset())
-    _guard_size(path, header.get_data_shape(), header.get_data_dtype(), stored)
+    guard_size(path, header.get_data_shape(), header.get_data_dtype(), stored)
     data = np.asanyarray(img.dataobj)
     nd = data.ndim
     spatial = min(nd, 3)
@@ -248,7 +289,7 @@ def _h5_dataset(path: Path, f, name: str, what: str, hint: str = "") -> np.ndarr
         )
     if ds.dtype.kind not in "biuf":
         raise InputError(f"{path}: dataset '{name}' holds {ds.dtype}, not numbers")
-    _guard_size(path, ds.shape, ds.dtype)
+    guard_size(path, ds.shape, ds.dtype)
     return np.asarray(ds[()])
 
 
