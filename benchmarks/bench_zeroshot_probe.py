@@ -79,7 +79,8 @@ def main() -> None:
     t0 = time.perf_counter()
     trainer.run()
     print(
-        f"tree {args.tree}: {'dense labels' if args.dense else 'scribbles'}, base of {len(train)} volumes, {trainer.iteration} steps in "
+        f"tree {args.tree}: {'dense labels' if args.dense else 'scribbles'}, base of "
+        f"{len(train)} volumes, {trainer.iteration} steps in "
         f"{time.perf_counter() - t0:.0f} s"
     )
     scores = []
