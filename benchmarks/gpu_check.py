@@ -124,7 +124,9 @@ DRY = Sizes(
     acdc_iterations=2,
     acdc_batch=2,
     acdc_patch=64,
-    limits={"tests": 120, "scan": 60, "steps": 120, "acdc": 120},
+    # generous: the dry run asks "does every stage run?", and a busy 2-core machine (make test
+    # beside a benchmark) took over 120 s for a stage that takes 20 s when it is quiet
+    limits={"tests": 400, "scan": 300, "steps": 400, "acdc": 400},
 )
 
 

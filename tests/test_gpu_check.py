@@ -34,7 +34,7 @@ def test_dry_run_reports_every_stage(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     table = out.read_text()
