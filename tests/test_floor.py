@@ -7,10 +7,15 @@ import pytest
 
 from napari_medseg.training.floor import (
     AGREEMENT_RAMP,
+    AREA_RATIO,
+    HELDOUT_MARGIN,
     MAX_NETWORK_SHARE,
+    area_ratio,
+    area_trust,
     assess,
     confident_agreement,
     floor_walker,
+    heldout_share,
     network_share,
 )
 from napari_medseg.training.holdout import heldout_agreement, split_strokes
@@ -115,6 +120,19 @@ def test_assess_gives_no_share_to_networks_that_contradict_a_sure_walker():
     report = assess({"a": good, "b": bad}, walker, held, walker_heldout=0.75)
     assert report.heldout == {"a": 1.0, "b": 0.0, "networks": 1.0, "walker": 0.75}
     assert "networks' share" in report.summary()
+    # a clear win on the held-out strokes (1.0 against 0.75) earns the full share that way
+    assert report.network_share == pytest.approx(MAX_NETWORK_SHARE)
+
+
+def test_heldout_share_needs_a_clear_win_over_the_walker():
+    lo, width = HELDOUT_MARGIN
+    assert heldout_share({}) == 0.0
+    assert heldout_share({"networks": 0.9, "walker": None}) == 0.0
+    assert heldout_share({"networks": 0.9, "walker": 0.9}) == 0.0
+    assert heldout_share({"networks": 0.9 + lo, "walker": 0.9}) == pytest.approx(0.0)
+    half = heldout_share({"networks": 0.8 + lo + width / 2, "walker": 0.8})
+    assert half == pytest.approx(MAX_NETWORK_SHARE / 2)
+    assert heldout_share({"networks": 1.0, "walker": 0.5}) == pytest.approx(MAX_NETWORK_SHARE)
 
 
 def _synthetic(kind: str, seed: int = 0):
@@ -162,6 +180,49 @@ def test_the_answer_after_a_few_steps_is_the_walkers(kind, steps):
     walker = walker if kind == "stack" else walker[0]
     np.testing.assert_array_equal(seg.ensemble, walker)
     assert ((seg.ensemble == 2) == (truth == 2)).mean() > 0.95  # and the walker is good here
+
+
+def test_networks_that_paint_a_structure_many_times_the_walkers_get_no_share():
+    """A polyp frame's counterexample: the walker is sure only near its strokes (a frame's
+    border of background, a small polyp), the networks agree with every sure pixel but paint
+    the polyp over most of the unsure rest."""
+    n = 40
+    walker = np.zeros((1, 2, n, n), np.float32)
+    walker[0, 0], walker[0, 1] = 0.6, 0.4  # unsure, leaning to background
+    border = np.ones((n, n), bool)
+    border[6:-6, 6:-6] = False
+    polyp = np.zeros((n, n), bool)
+    polyp[18:22, 18:22] = True
+    walker[0, 0][border], walker[0, 1][border] = 1.0, 0.0
+    walker[0, 0][polyp], walker[0, 1][polyp] = 0.0, 1.0
+    blown = (~border).astype(int)[None]  # the polyp class everywhere but the sure border
+    big = np.stack([1 - blown, blown], axis=1).astype(np.float32)
+    assert confident_agreement(blown, walker) == pytest.approx(1.0)
+    assert area_ratio(blown, walker) == pytest.approx(28 * 28 / 16)
+    report = assess({"a": big}, walker)
+    assert report.area_ratio >= AREA_RATIO[1] and report.network_share == 0.0
+    # a polyp twice the walker's: the boundary moved, the share stays
+    grown = np.zeros((1, n, n), int)
+    grown[0, 17:23, 17:23] = 1
+    fair = np.stack([1 - grown, grown], axis=1).astype(np.float32)
+    report = assess({"a": fair}, walker)
+    assert report.area_ratio == pytest.approx(36 / 16)
+    assert report.network_share > 0.0
+
+
+def test_area_trust_is_full_within_the_ratio_and_gone_beyond():
+    ok, worst = AREA_RATIO
+    assert area_trust(None) == 1.0
+    assert area_trust(1.0) == area_trust(ok) == 1.0
+    assert area_trust(worst) == area_trust(10 * worst) == 0.0
+    assert 0.0 < area_trust((ok + worst) / 2) < 1.0
+    labels = np.zeros((1, 4, 4), int)
+    labels[0, :2] = 1
+    walker = np.zeros((1, 2, 4, 4), np.float32)
+    walker[0, 0] = 1.0
+    walker[0, 0, 0, 0], walker[0, 1, 0, 0] = 0.0, 1.0  # the walker finds one pixel of class 1
+    assert area_ratio(labels, walker) == pytest.approx(8.0)
+    assert area_ratio(labels, walker[:, :1]) == pytest.approx(16 / 8)  # class 0 only
 
 
 def test_networks_that_agree_with_the_sure_walker_get_their_share():

@@ -9,20 +9,24 @@ from the first preview on, and the networks *earn* their share of it:
 
 with the networks' share ``s`` rising from 0 to :data:`MAX_NETWORK_SHARE` as their weighted
 ensemble comes to agree with the walker where the walker is sure of itself (probability ≥
-:data:`CONFIDENT`), scaled by how much of the image that sure part is. On ACDC the sure pixels
-are ~96 % of a slice and 99.5 % right: a network that paints structures far from the strokes,
-or misses a whole structure, disagrees there and gets no share; one that agrees decides, with
-the walker, the pixels where the walker hesitates — which is where the walker's errors are. On
+:data:`CONFIDENT`), scaled by how much of the image that sure part is, and withdrawn from
+networks whose structures are several times larger or smaller than the walker's
+(:data:`AREA_RATIO`). Networks that beat the walker clearly on the *held-out strokes*
+(:mod:`.holdout`: strokes neither they nor the teacher saw) earn the share that way too
+(:func:`heldout_share`): where the walker is poor, its sure pixels are partly wrong.
+
+On ACDC the sure pixels are ~96 % of a slice and 99.5 % right: a network that paints
+structures far from the strokes, or misses a whole structure, disagrees there and gets no
+share; one that agrees decides, with the walker, the pixels where the walker hesitates —
+which is where the walker's errors are. On
 a polyp frame the walker is sure of 3–70 % of the pixels, and networks that agreed on that
-little were sometimes wrong everywhere else: hence the scaling. Measured at 5–200 steps
-(docs/design.md "The anytime floor"): ACDC (6 volumes) never more than 0.001 below the walker
-and +0.014 above it from 100 steps on; PH2 (6 images) +0.11 from 100 steps on; Kvasir (6
-frames) +0.04 from 100 steps on but down to −0.036 on one frame at 25–50 steps. A share above
-one half let the networks overrule sure walker pixels and cost up to 0.05 on ACDC.
+little were sometimes wrong everywhere else: hence the scaling and the area check. Measured
+at 5–200 steps (docs/design.md "The anytime floor", BENCHMARKS §9). A share above one half
+let the networks overrule sure walker pixels and cost up to 0.05 on ACDC.
 
 The members' weights come from their agreement with the sure walker pixels too; the
-*held-out strokes* (:mod:`.holdout`), which no network and no teacher has seen, are reported
-beside them and end a training that stops improving (``until_plateau``). Everything here is
+held-out strokes are reported beside them and end a training that stops improving
+(``until_plateau``). Everything here is
 numpy on (Z, K, H, W) probabilities at the image's native size; nothing is modified in place.
 """
 
@@ -40,10 +44,17 @@ from .holdout import heldout_agreement
 CONFIDENT = 0.9
 #: Agreement of the networks with the sure walker pixels at which their share starts to rise,
 #: and at which it reaches its maximum.
-AGREEMENT_RAMP = (0.90, 0.97)
+AGREEMENT_RAMP = (0.91, 0.98)
 #: The networks' largest share of the output: at one half they decide where the walker
 #: hesitates and cannot overrule it where it is sure.
 MAX_NETWORK_SHARE = 0.5
+#: How far the networks' area of a class may stray from the walker's before their share
+#: shrinks (ratio ``ok``, either way) and where it is gone (``worst``): they may move the
+#: walker's boundaries, not invent a structure many times the size of the one it found.
+AREA_RATIO = (3.0, 6.0)
+#: Held-out strokes: by how much the networks must beat a walker seeded without those strokes
+#: before they earn a share that way, and over what further margin it reaches the maximum.
+HELDOUT_MARGIN = (0.02, 0.08)
 #: The floor's walker runs at the image's size up to this longest side (then it is shrunk):
 #: a 256² slice costs ~0.25 s, a 1920-px endoscopy frame would cost minutes.
 WALKER_MAX_SIDE = 512
@@ -59,6 +70,7 @@ class FloorReport:
 
     network_share: float = 1.0
     sure_fraction: float | None = None  # share of pixels where the walker is sure
+    area_ratio: float | None = None  # worst networks/walker area ratio of a class (≥ 1)
     weights: dict[str, float] = field(default_factory=dict)
     agreement: dict[str, float | None] = field(default_factory=dict)  # members + "networks"
     heldout: dict[str, float | None] = field(default_factory=dict)  # members, networks, walker
@@ -149,6 +161,50 @@ def confident_agreement(
     return float(np.mean(dice))
 
 
+def area_ratio(prediction: np.ndarray, walker: np.ndarray) -> float | None:
+    """The worst ratio (≥ 1, either way) between a label map's area of a class and the
+    walker's, over the classes the walker finds (None: it finds none)."""
+    ref = walker.argmax(axis=1)
+    pred = np.asarray(prediction)
+    worst = None
+    for c in range(walker.shape[1]):
+        a = np.count_nonzero(ref == c)
+        if a == 0:  # no stroke of this class here: the walker says nothing about its size
+            continue
+        b = max(np.count_nonzero(pred == c), 1)
+        r = max(a / b, b / a)
+        worst = r if worst is None else max(worst, r)
+    return worst
+
+
+def area_trust(ratio: float | None, bounds: tuple[float, float] = AREA_RATIO) -> float:
+    """1 up to ``bounds[0]``, 0 from ``bounds[1]`` on, log-linear between."""
+    if ratio is None:
+        return 1.0
+    ok, worst = bounds
+    return float(np.clip(np.log(worst / ratio) / np.log(worst / ok), 0.0, 1.0))
+
+
+def heldout_share(
+    heldout: Mapping[str, float | None],
+    max_share: float = MAX_NETWORK_SHARE,
+    margin: tuple[float, float] = HELDOUT_MARGIN,
+) -> float:
+    """The share networks earn by beating the walker on strokes neither has seen.
+
+    Where the walker is poor its sure pixels are partly wrong, and networks that disagree
+    with them earn nothing there (the brain sample: walker Dice 0.49, networks 0.62 at 25
+    steps, held-out agreement 0.96 against the walker's 0.84). The held-out strokes are the
+    other, independent evidence: a clear win there (by more than ``margin[0]``) earns a share
+    up to ``max_share`` at ``margin[0] + margin[1]``. 0 without held-out strokes.
+    """
+    nets, walker = heldout.get("networks"), heldout.get("walker")
+    if nets is None or walker is None:
+        return 0.0
+    lo, width = margin
+    return float(max_share * np.clip((nets - walker - lo) / max(width, 1e-9), 0.0, 1.0))
+
+
 def network_share(
     agreement: float | None,
     ramp: tuple[float, float] = AGREEMENT_RAMP,
@@ -175,7 +231,7 @@ def assess(
     ``walker``: the floor walker's probabilities on the same pixels (None: no strokes on this
     image, the networks alone answer). ``heldout``: held-out stroke indices (Z, H, W), -1
     elsewhere; ``walker_heldout``: the agreement of a walker seeded *without* them (for the
-    report: the floor walker saw every stroke).
+    report, and for :func:`heldout_share`: the floor walker saw every stroke).
     """
     keys = list(member_probs)
     labels = {k: p.argmax(axis=1) for k, p in member_probs.items()}
@@ -204,7 +260,14 @@ def assess(
         # everywhere else)
         report.sure_fraction = float(np.mean(walker.max(axis=1) >= CONFIDENT))
         report.agreement["networks"] = confident_agreement(nets, walker)
-        report.network_share = report.sure_fraction * network_share(
+        # and only networks whose structures are of the walker's size, give or take a factor
+        # of three: on a polyp frame networks that agreed with every sure pixel painted a
+        # third of the frame where the polyp is 4 % of it (Dice 0.14 against 0.77)
+        report.area_ratio = area_ratio(nets, walker)
+        sure_share = report.sure_fraction * network_share(
             report.agreement["networks"], ramp, max_share
+        )
+        report.network_share = area_trust(report.area_ratio) * max(
+            sure_share, heldout_share(report.heldout, max_share)
         )
     return report
