@@ -254,20 +254,34 @@ def assess(
     if walker is None:
         report.network_share = 1.0
     else:
-        # the agreement is evidence about the sure part of the image only: the share the
-        # networks earn is scaled by how much of the image that is (ACDC ~0.96, a polyp
-        # frame 0.03–0.7, where networks agreeing on the little that is sure were often wrong
-        # everywhere else)
-        report.sure_fraction = float(np.mean(walker.max(axis=1) >= CONFIDENT))
-        report.agreement["networks"] = confident_agreement(nets, walker)
-        # and only networks whose structures are of the walker's size, give or take a factor
-        # of three: on a polyp frame networks that agreed with every sure pixel painted a
-        # third of the frame where the polyp is 4 % of it (Dice 0.14 against 0.77)
-        report.area_ratio = area_ratio(nets, walker)
-        sure_share = report.sure_fraction * network_share(
-            report.agreement["networks"], ramp, max_share
-        )
-        report.network_share = area_trust(report.area_ratio) * max(
-            sure_share, heldout_share(report.heldout, max_share)
-        )
+        earn_share(report, nets, walker, ramp, max_share)
+    return report
+
+
+def earn_share(
+    report: FloorReport,
+    networks: np.ndarray,
+    walker: np.ndarray,
+    ramp: tuple[float, float] = AGREEMENT_RAMP,
+    max_share: float = MAX_NETWORK_SHARE,
+) -> FloorReport:
+    """Sets the networks' share (and what it rests on) in ``report`` from the weighted
+    networks' labels (Z, H, W), the walker's probabilities and ``report.heldout``.
+
+    Separate from :func:`assess` so that the floor benchmark can replay saved predictions
+    through exactly this rule (``benchmarks/bench_floor_replay.py``).
+    """
+    # the agreement is evidence about the sure part of the image only: the share the networks
+    # earn is scaled by how much of the image that is (ACDC ~0.96, a polyp frame 0.03–0.7,
+    # where networks agreeing on the little that is sure were often wrong everywhere else)
+    report.sure_fraction = float(np.mean(walker.max(axis=1) >= CONFIDENT))
+    report.agreement["networks"] = confident_agreement(networks, walker)
+    # and only networks whose structures are of the walker's size, give or take a factor of
+    # three: on a polyp frame networks that agreed with every sure pixel painted a third of
+    # the frame where the polyp is 4 % of it (Dice 0.14 against 0.77)
+    report.area_ratio = area_ratio(networks, walker)
+    sure_share = report.sure_fraction * network_share(report.agreement["networks"], ramp, max_share)
+    report.network_share = area_trust(report.area_ratio) * max(
+        sure_share, heldout_share(report.heldout, max_share)
+    )
     return report

@@ -1,0 +1,202 @@
+"""The anytime floor's rule, replayed on saved predictions: many rules, one training each.
+
+The floor (``napari_medseg/training/floor.py``) only *combines* what the networks and the
+walker predict; it never changes the training. So a step table (``bench_anytime.py``) can be
+recorded once — every member's probabilities, the walker's, the member weights and the
+held-out-stroke scores at each budget — and any combination rule scored on it in seconds,
+deterministically, on exactly the same networks:
+
+    python benchmarks/bench_floor_replay.py dump --dataset acdc --limit 6 \
+        --out bench_output/floor/acdc
+    python benchmarks/bench_floor_replay.py replay bench_output/floor/acdc \
+        bench_output/floor/kvasir_seg
+
+``dump`` trains as ``bench_anytime.py`` does (default trio, lite, one thread, seed 0: it may
+share the machine) and records, at each of ``--steps``, what ``Workflow.predict`` combined;
+``replay`` scores the share the recording tree gave ("recorded") beside the share this tree's
+:func:`~napari_medseg.training.floor.earn_share` gives ("this tree"), the walker and the
+networks alone. Dumps are large (float16 probabilities): keep them out of git.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bench_anytime as anytime  # noqa: E402
+
+from napari_medseg.training.floor import FloorReport, earn_share  # noqa: E402
+
+
+def dump(args) -> None:
+    import torch
+
+    import napari_medseg.training.trainer as trainer_module
+    from napari_medseg.data.datasets import find_data_dir
+    from napari_medseg.workflow import Task, Workflow
+
+    torch.set_num_threads(args.threads)
+    target: dict = {"path": None, "report": None}
+    combine, assess = trainer_module.combine_predictions, trainer_module.assess
+
+    def recording_assess(*a, **k):
+        target["report"] = assess(*a, **k)
+        return target["report"]
+
+    def recording_combine(probs, *a, **k):
+        walker, weights = k.get("walker"), a[1] if len(a) > 1 else k.get("weights")
+        if target["path"] is not None and walker is not None and weights is not None:
+            report = target["report"]
+            np.savez_compressed(
+                target["path"],
+                walker=walker.astype(np.float16),
+                share=k.get("network_share"),
+                weights=np.array([weights[key] for key in probs]),
+                heldout=np.array([json.dumps(getattr(report, "heldout", None) or {})]),
+                **{f"m_{key}": p.astype(np.float16) for key, p in probs.items()},
+            )
+            target["path"] = None
+        return combine(probs, *a, **k)
+
+    trainer_module.assess = recording_assess
+    trainer_module.combine_predictions = recording_combine
+    if args.dataset == "samples":
+        cases = anytime.sample_cases()
+    else:
+        data = find_data_dir()
+        if data is None:
+            sys.exit("no ../shared/data (or $MEDSEG_DATA_DIR): nothing to dump")
+        cases = (
+            anytime.acdc_cases(data, args.limit)
+            if args.dataset == "acdc"
+            else anytime.rgb_cases(data, args.dataset, args.limit, args.seed)
+        )
+    out = Path(args.out)
+    steps = sorted(int(s) for s in args.steps.split(",") if s)
+    for case in cases:
+        folder = out / case.name.replace(" ", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        values = [int(v) for v in np.unique(case.scribbles) if v != case.unlabelled]
+        np.savez_compressed(
+            folder / "truth.npz",
+            truth=case.truth,
+            fg=np.array(case.foreground),
+            values=np.array(values),
+        )
+        wf = Workflow(Task(unlabelled=case.unlabelled))
+        cfg = anytime.TrainConfig(
+            device="cpu", preview_every_seconds=None, seed=args.seed, iterations=max(steps)
+        )
+        wf.prepare([(case.image, case.scribbles)], cfg)
+        for upd in wf.train():
+            if upd.iteration in steps:
+                target["path"] = str(folder / f"s{upd.iteration}.npz")
+                seg = wf.predict(case.image)
+                d = anytime.dice(seg.ensemble, case.truth, case.foreground)
+                print(f"{case.name} {upd.iteration} steps: ensemble {d:.3f}", flush=True)
+            if upd.done or upd.iteration >= max(steps):
+                break
+
+
+def load(folder: Path):
+    """Per case and budget: truth, values, foreground, walker, weighted networks, records."""
+    for case in sorted(p for p in folder.iterdir() if p.is_dir()):
+        t = np.load(case / "truth.npz")
+        truth = t["truth"][None] if t["truth"].ndim == 2 else t["truth"]
+        for f in sorted(case.glob("s*.npz"), key=lambda f: int(f.stem[1:])):
+            d = np.load(f, allow_pickle=True)
+            members = [d[k].astype(np.float32) for k in d.files if k.startswith("m_")]
+            nets = sum(float(w) * m for w, m in zip(d["weights"], members))
+            heldout = json.loads(str(d["heldout"][0])) if "heldout" in d.files else {}
+            yield (
+                case.name,
+                int(f.stem[1:]),
+                truth,
+                t["values"],
+                tuple(t["fg"]),
+                d["walker"].astype(np.float32),
+                nets,
+                float(d["share"]),
+                heldout,
+            )
+
+
+def replay(args) -> None:
+    lines = []
+    for folder in map(Path, args.dumps):
+        rows: dict[int, dict[str, list[float]]] = {}
+        for _, step, truth, values, fg, walker, nets, recorded, heldout in load(folder):
+            report = earn_share(FloorReport(heldout=heldout), nets.argmax(axis=1), walker)
+
+            def score(share: float, walker=walker, nets=nets, values=values, truth=truth, fg=fg):
+                mix = (1.0 - share) * walker + share * nets
+                return anytime.dice(values[mix.argmax(axis=1)], truth, fg)
+
+            r = rows.setdefault(step, {})
+            for key, value in (
+                ("walker", score(0.0)),
+                ("networks", score(1.0)),
+                ("recorded", score(recorded)),
+                ("this tree", score(report.network_share)),
+                ("share recorded", recorded),
+                ("share this tree", report.network_share),
+            ):
+                r.setdefault(key, []).append(value)
+        cases = len(next(iter(rows.values()))["walker"]) if rows else 0
+        lines += [
+            f"**{folder.name}** ({cases} cases; Dice, and ensemble − walker: mean / worst / "
+            "cases below)",
+            "",
+            "| steps | walker | networks alone | recorded rule | this tree's rule | share "
+            "recorded / this tree |",
+            "|---|---|---|---|---|---|",
+        ]
+        for step in sorted(rows):
+            r = {k: np.array(v) for k, v in rows[step].items()}
+
+            def cell(k: str, r=r) -> str:
+                d = r[k] - r["walker"]
+                return (
+                    f"{r[k].mean():.3f} ({d.mean():+.3f} / {d.min():+.3f} / "
+                    f"{int((d < -1e-9).sum())} of {len(d)})"
+                )
+
+            lines.append(
+                f"| {step} | {r['walker'].mean():.3f} | {r['networks'].mean():.3f} | "
+                f"{cell('recorded')} | {cell('this tree')} | "
+                f"{r['share recorded'].mean():.2f} / {r['share this tree'].mean():.2f} |"
+            )
+        lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("dump", help="train and record the predictions at every budget")
+    d.add_argument("--dataset", default="acdc", choices=["acdc", "kvasir_seg", "ph2", "samples"])
+    d.add_argument("--limit", type=int, default=6)
+    d.add_argument("--steps", default="5,10,25,50,100,200")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--threads", type=int, default=1)
+    d.add_argument("--out", required=True)
+    r = sub.add_parser("replay", help="score the recorded and this tree's rule")
+    r.add_argument("dumps", nargs="+", help="folders written by dump")
+    r.add_argument("--out", default=None, help="markdown file")
+    args = p.parse_args(argv)
+    dump(args) if args.command == "dump" else replay(args)
+
+
+if __name__ == "__main__":
+    main()
