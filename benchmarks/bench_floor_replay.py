@@ -78,6 +78,7 @@ def dump(args) -> None:
             if args.dataset == "acdc"
             else anytime.rgb_cases(data, args.dataset, args.limit, args.seed)
         )
+    cases = cases[args.skip :]
     out = Path(args.out)
     steps = sorted(int(s) for s in args.steps.split(",") if s)
     for case in cases:
@@ -187,6 +188,7 @@ def main(argv=None) -> None:
     d = sub.add_parser("dump", help="train and record the predictions at every budget")
     d.add_argument("--dataset", default="acdc", choices=["acdc", "kvasir_seg", "ph2", "samples"])
     d.add_argument("--limit", type=int, default=6)
+    d.add_argument("--skip", type=int, default=0, help="leave out the first N of the cases")
     d.add_argument("--steps", default="5,10,25,50,100,200")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--threads", type=int, default=1)
