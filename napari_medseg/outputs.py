@@ -135,7 +135,13 @@ class StagedOutputs:
         self.stale: list[Path] = []
         #: an earlier run's label maps removed from the folder (this run wrote none of that name)
         self.removed: list[Path] = []
+        #: folders above the target this run created (removed again if it writes nothing)
+        self._created: list[Path] = []
         try:
+            missing = self.target.parent
+            while not missing.exists() and missing != missing.parent:
+                self._created.append(missing)
+                missing = missing.parent
             self.target.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_staging(self.target)
             self.staging = Path(
@@ -222,10 +228,16 @@ class StagedOutputs:
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def discard(self) -> None:
-        """Removes the staging folder and what it holds (the target is untouched)."""
+        """Removes the staging folder and what it holds, and the folders above the target
+        that this run created when they are empty again (the target is untouched)."""
         staging = getattr(self, "staging", None)
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        for folder in getattr(self, "_created", []):  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (someone else wrote there) or already gone
+                break
 
     def __enter__(self) -> StagedOutputs:
         return self

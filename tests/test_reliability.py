@@ -69,6 +69,21 @@ def test_a_failed_run_leaves_the_folder_as_it_was(tmp_path):
     assert digests(tmp_path) == before  # no new TIFF beside the old model, no .tmp
 
 
+def test_a_failed_run_removes_the_folders_it_created_above_its_output(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with StagedOutputs(tmp_path / "a" / "b" / "run") as outputs:
+            outputs.path("ensemble.tif").write_bytes(b"half")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []  # no a/b left behind
+    # a folder that was there, or that someone else filled meanwhile, stays
+    (tmp_path / "a").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        with StagedOutputs(tmp_path / "a" / "b" / "run") as outputs:
+            (tmp_path / "a" / "b" / "theirs.txt").write_text("not ours")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["theirs.txt"]
+
+
 def test_a_reused_folder_holds_only_this_runs_predictions(tmp_path):
     target = tmp_path / "run"
     with StagedOutputs(target) as outputs:

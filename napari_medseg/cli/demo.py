@@ -94,7 +94,8 @@ def run_demo(out: Path, seconds: float = 45.0, sample: str = "mri") -> dict:
             print(f"  Dice {name:>12s}: {r['dice']:.3f}")
         result["dice"] = {r["class"]: r["dice"] for r in rows}
     print_floor(segmentation)
-    print(f"{final.iteration} iterations in {final.elapsed:.0f} s. Outputs:")
+    steps = f"{final.iteration} iteration{'' if final.iteration == 1 else 's'}"
+    print(f"{steps} in {final.elapsed:.0f} s. Outputs:")
     for f in files:
         print(f"  {f}")
     print(f"Open {out / 'overlay.png'} to see scribbles | ensemble prediction | truth per slice.")
