@@ -219,6 +219,31 @@ def test_predict_a_folder_into_label_files_with_a_progress_bar(
     assert len(_medseg_labels(viewer)) == 4
 
 
+def test_stop_ends_a_folder_prediction_and_writes_nothing(make_napari_viewer, qtbot, tmp_path):
+    import tifffile
+
+    viewer = make_napari_viewer()
+    img, _ = _only_tiny(viewer)
+    w = _widget(viewer, iterations=1)
+    w.start_training()
+    _wait_idle(qtbot, w)
+    assert not w.stop_btn.isEnabled()
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for z in range(12):
+        tifffile.imwrite(folder / f"slice{z:02d}.tif", img[z % img.shape[0]])
+    seen = []
+    worker = w.predict_folder(str(folder), str(tmp_path / "out"))
+    worker.yielded.connect(lambda item: seen.append(item[0]))
+    assert w.stop_btn.isEnabled()  # a folder prediction can be stopped
+    w.stop_training()
+    _wait_idle(qtbot, w)
+    assert not (tmp_path / "out").exists()  # stopped: nothing written, no staging left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+    assert not seen or max(seen) < 12
+    assert not w.stop_btn.isEnabled()
+
+
 def test_train_pressed_during_a_zero_shot_starts_right_after_it(
     make_napari_viewer, qtbot, notes, monkeypatch
 ):

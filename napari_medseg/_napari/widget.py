@@ -78,6 +78,7 @@ class MedSegWidget(ControlPanel):
         self.prediction_layers = PredictionLayers(self.viewer, self)
         self._train_worker = None
         self._task_worker = None
+        self._task_stoppable = False  # the running task is a folder prediction Stop may end
         self._pbar = None
         self._pbar_total = 0
         self._pbar_time = 0.0
@@ -175,7 +176,9 @@ class MedSegWidget(ControlPanel):
         busy = self.is_busy
         self.train_btn.setEnabled(not busy)
         self.resume_btn.setEnabled(not busy and self.session.has_model)
-        self.stop_btn.setEnabled(self.is_training)
+        self.stop_btn.setEnabled(
+            self.is_training or (self._task_stoppable and self._task_worker is not None)
+        )
         for b in (self.predict_btn, self.save_btn, self.evaluate_btn, self.load_btn):
             b.setEnabled(not busy)
 
@@ -277,6 +280,13 @@ class MedSegWidget(ControlPanel):
         return worker
 
     def stop_training(self) -> None:
+        """Stop: training stops after its current step and keeps its model; a folder
+        prediction stops after its current image and writes nothing (its output folder is
+        filled only at the end)."""
+        if not self.is_training and self._task_stoppable and self._task_worker is not None:
+            self._task_worker.quit()  # the generator closes at its next yield: staging dropped
+            self.status_label.setText("Stopping the folder prediction after this image…")
+            return
         if self.is_training:
             self.session.request_stop()
             self._stopping = True
@@ -428,8 +438,18 @@ class MedSegWidget(ControlPanel):
         return layer_suffix(image_name, self._home)
 
     # ------------------------------------------------------------------ predict
-    def _run_task(self, fn: Callable, on_done: Callable, *args, on_yield=None, **kwargs):
+    def _run_task(
+        self,
+        fn: Callable,
+        on_done: Callable,
+        *args,
+        on_yield=None,
+        stoppable: bool = False,
+        **kwargs,
+    ):
+        """Runs ``fn`` in a worker; ``stoppable``: a generator that Stop may end early."""
         worker = create_worker(fn, *args, _ignore_errors=True, **kwargs)
+        self._task_stoppable = stoppable
         worker.returned.connect(on_done)
         if on_yield is not None:
             worker.yielded.connect(on_yield)
@@ -442,6 +462,7 @@ class MedSegWidget(ControlPanel):
 
     def _on_task_finished(self) -> None:
         self._task_worker = None
+        self._task_stoppable = False
         self._zero_shot_for = None
         if self._task_pbar is not None:
             pbar, self._task_pbar = self._task_pbar, None
@@ -704,6 +725,7 @@ class MedSegWidget(ControlPanel):
             out,
             device=self.device_combo.currentText(),
             on_yield=step,
+            stoppable=True,
         )
 
     def evaluate(self):
