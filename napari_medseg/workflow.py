@@ -150,7 +150,8 @@ class Validation:
 
     ``dice``: the ensemble's Dice, per foreground class (every class but the first) averaged
     over the files (a volume is scored in 3-D), then over the classes; ``per_class`` those
-    class means; ``members`` the same mean for each network; ``step`` the trainer's iteration.
+    class means; ``members`` the same mean for each network; ``step`` the trainer's iteration;
+    ``walker`` the floor walker's Dice on the same files from their strokes.
     """
 
     dice: float
@@ -159,10 +160,14 @@ class Validation:
     images: int
     step: int
     seconds: float = 0.0
+    # the floor walker on the same files from their own strokes (None: some had none); a base
+    # that beats it clearly earns a share of the floor on new images (training/floor.py)
+    walker: float | None = None
 
     def to_dict(self) -> dict:
         return {
             "dice": float(self.dice),
+            "walker": None if self.walker is None else float(self.walker),
             "per_class": {str(k): float(v) for k, v in self.per_class.items()},
             "members": {k: float(v) for k, v in self.members.items()},
             "images": int(self.images),
@@ -310,6 +315,8 @@ class Workflow:
         # the floor's last whole-image decision per (image, strokes): a slice predicted alone
         # is combined as it was in the whole image
         self._decisions: OrderedDict[bytes, object] = OrderedDict()
+        # the floor walker's Dice on each validation file (its strokes do not change)
+        self._walker_validation: dict[str, float | None] = {}
         # what the card says the trio was trained on (set by set_inputs / prepare_dataset)
         self.trained_on: dict = {}
         self.dataset: DatasetInputs | None = None
@@ -663,9 +670,11 @@ class Workflow:
         foreground = self.task.classes.values[1:]
         per_class: dict[int, list[float]] = {v: [] for v in foreground}
         members: dict[str, list[float]] = {}
+        walkers: list[float] = []
         n = 0
         for it in ds.val:
-            sample = ds.collection.read(it, scribbles=False)
+            known = it.name in self._walker_validation
+            sample = ds.collection.read(it, scribbles=not known)
             if sample.truth is None:
                 continue
             seg = self.predict(sample.image, kind=ds.collection.kind, image_name=str(it.image))
@@ -674,6 +683,10 @@ class Workflow:
             for k, lab in seg.labels.items():
                 dice = class_dice(lab, sample.truth, foreground)
                 members.setdefault(k, []).append(float(np.mean(list(dice.values()))))
+            if not known:
+                self._walker_validation[it.name] = self._walker_dice(sample, ds.collection.kind)
+            if self._walker_validation[it.name] is not None:
+                walkers.append(self._walker_validation[it.name])
             n += 1
         if not n:
             return None
@@ -685,7 +698,28 @@ class Workflow:
             images=n,
             step=self.trainer.iteration if self.trainer is not None else self.base.iteration,
             seconds=time.perf_counter() - t0,
+            walker=float(np.mean(walkers)) if len(walkers) == n else None,
         )
+
+    def _walker_dice(self, sample, kind: str) -> float | None:
+        """The floor walker's Dice on a validation file from its own strokes (None: it has
+        none): what a base must beat to earn a share of the floor on new images
+        (:func:`~napari_medseg.training.floor.base_share`)."""
+        from .metrics.multiclass import class_dice
+        from .training.floor import floor_walker
+
+        if sample.scribbles is None:
+            return None
+        norm = normalize_image(sample.image, kind)
+        scr = np.asarray(sample.scribbles)
+        seeds = self.task.classes.to_indices(scr if norm.kind == "stack" else scr[None])
+        if not (seeds >= 0).any():
+            return None
+        beta = self.trainer.config.rw_beta if self.trainer is not None else TrainConfig().rw_beta
+        idx = floor_walker(norm.data, seeds, self.task.classes.num_classes, beta).argmax(axis=1)
+        labels = restore_layout(self.task.classes.to_values(idx.astype(np.uint8)), norm.kind)
+        dice = class_dice(labels, sample.truth, self.task.classes.values[1:])
+        return float(np.mean(list(dice.values())))
 
     def evaluate(
         self,
@@ -919,7 +953,7 @@ class Workflow:
         from .checkpoints import models_from_checkpoint
         from .inference import combine_predictions, member_weights, predict_models
         from .shape_prior import ShapePrior
-        from .training.floor import assess, floor_walker
+        from .training.floor import assess, base_share, floor_walker
 
         dev = self.device_for(device)
         if self._base_models is None or self._base_models[0] != str(dev):
@@ -934,7 +968,8 @@ class Workflow:
         config = TrainConfig.from_dict(self.base.config or {})
         if config.floor and seeds is not None and (seeds >= 0).any():
             walker = floor_walker(data, seeds, self.base.num_classes, config.rw_beta)
-            report = decision if decision is not None else assess(probs, walker)
+            base = base_share((self.base.card or {}).get("validation"))
+            report = decision if decision is not None else assess(probs, walker, base=base)
             weights, share = report.weights, report.network_share
         prediction = combine_predictions(
             probs,

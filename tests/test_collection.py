@@ -235,6 +235,8 @@ def test_each_layout_trains_validates_and_writes_a_card(tmp_path, capsys, layout
     assert card["trained_on"]["images"] + card["trained_on"]["validation_images"] in (4, 6)
     assert card["trained_on"]["scribbled_pixels"] > 0
     assert 0.0 <= card["validation"]["dice"] <= 1.0 and card["validation"]["images"] >= 1
+    # the walker on the validation files' own strokes, beside: what a base must beat
+    assert 0.0 <= card["validation"]["walker"] <= 1.0 and "walker on their strokes" in err
     assert card["run"]["steps"] == 2 and card["models"] == ["unet", "unet"]
     assert [c["value"] for c in card["classes"]] == list(ckpt.classes.values)
     assert card["image"]["channels"] == (3 if layout == "masks" else 1)

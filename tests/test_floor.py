@@ -13,6 +13,7 @@ from napari_medseg.training.floor import (
     area_ratio,
     area_trust,
     assess,
+    base_share,
     confident_agreement,
     floor_walker,
     heldout_share,
@@ -122,6 +123,37 @@ def test_assess_gives_no_share_to_networks_that_contradict_a_sure_walker():
     assert "networks' share" in report.summary()
     # a clear win on the held-out strokes (1.0 against 0.75) earns the full share that way
     assert report.network_share == pytest.approx(MAX_NETWORK_SHARE)
+
+
+def test_a_base_that_beat_the_walker_on_its_dataset_keeps_a_share_when_fine_tuned():
+    """PH2: a base with zero-shot 0.79 fine-tuned on strokes gave 0.53 — the floor held the
+    answer to a walker (0.46) that nothing on the new image showed to be worse."""
+    from napari_medseg.training import TrainConfig
+    from napari_medseg.workflow import Task, Workflow
+
+    assert base_share(None) == base_share({}) == 0.0
+    assert base_share({"dice": 0.8, "walker": None}) == 0.0
+    assert base_share({"dice": 0.79, "walker": 0.46}) == pytest.approx(MAX_NETWORK_SHARE)
+    assert base_share({"dice": 0.80, "walker": 0.80}) == 0.0
+    image, scr, _ = _synthetic("gray")
+    cfg = dict(models=("unet", "unet"), iterations=1, device="cpu", preview_every_seconds=None)
+    wf = Workflow(Task())
+    list(wf.train([(image, scr)], TrainConfig(**cfg)))
+    base = wf.checkpoint()
+    assert (
+        list(Workflow(base=base).train([(image, scr)], TrainConfig(**cfg)))[
+            -1
+        ].segmentation.report.base_share
+        == 0.0
+    )  # no validation record: nothing brought
+    base.card = {**base.card, "validation": {"dice": 0.9, "walker": 0.5}}
+    tuned = Workflow(base=base)
+    report = list(tuned.train([(image, scr)], TrainConfig(**cfg)))[-1].segmentation.report
+    assert report.base_share == pytest.approx(MAX_NETWORK_SHARE)
+    assert report.network_share >= area_trust(report.area_ratio) * MAX_NETWORK_SHARE - 1e-9
+    # a loaded base predicting an image with strokes leans on its record the same way
+    seg = Workflow(base=base).predict(image, scribbles=scr)
+    assert seg.report.base_share == pytest.approx(MAX_NETWORK_SHARE)
 
 
 def test_heldout_share_needs_a_clear_win_over_the_walker():

@@ -344,7 +344,9 @@ def _drive_collection(args, workflow, cfg, out: Path, warnings, started: float) 
     state = "stopped" if final is not None and final.stopped else "finished"
     print(f"{state}: {steps_done} steps in {seconds:.1f} s (this run: {final.run_step} steps)")
     if workflow.validation is not None:
-        print(f"validation Dice {workflow.validation.dice:.4f} on {ds.collection.name}")
+        v = workflow.validation
+        beside = "" if v.walker is None else f" (the walker on their strokes: {v.walker:.4f})"
+        print(f"validation Dice {v.dice:.4f} on {ds.collection.name}{beside}")
     _report([out / "model.pt"])
     if state == "stopped" and workflow.trained_on.get("protocol"):
         print(

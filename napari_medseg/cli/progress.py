@@ -76,6 +76,8 @@ def drive_dataset(steps, config: TrainConfig, already=(0, 0.0), desc: str = "tra
                 v = upd.validation
                 dice = v.dice
                 members = ", ".join(f"{k} {d:.3f}" for k, d in v.members.items())
+                if v.walker is not None:  # what a new image's strokes alone would give
+                    members += f"; walker on their strokes {v.walker:.3f}"
                 tqdm.write(
                     f"step {done}, {secs:.0f} s, ETA {_clock(max(eta, 0.0))}: validation Dice "
                     f"{v.dice:.4f} on {v.images} file(s) ({members}; {v.seconds:.1f} s)",

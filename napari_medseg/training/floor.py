@@ -71,6 +71,7 @@ class FloorReport:
     network_share: float = 1.0
     sure_fraction: float | None = None  # share of pixels where the walker is sure
     area_ratio: float | None = None  # worst networks/walker area ratio of a class (≥ 1)
+    base_share: float = 0.0  # what a base model's validation earned before any stroke here
     weights: dict[str, float] = field(default_factory=dict)
     agreement: dict[str, float | None] = field(default_factory=dict)  # members + "networks"
     heldout: dict[str, float | None] = field(default_factory=dict)  # members, networks, walker
@@ -205,6 +206,24 @@ def heldout_share(
     return float(max_share * np.clip((nets - walker - lo) / max(width, 1e-9), 0.0, 1.0))
 
 
+def base_share(validation: Mapping | None, max_share: float = MAX_NETWORK_SHARE) -> float:
+    """The share a base model brings from its dataset: its validation Dice against the floor
+    walker's on the same validation files (``checkpoint.card["validation"]``).
+
+    A base trained on many images can be far better than a walker on a new one (PH2: zero-shot
+    0.79 against the walker's 0.46), and nothing on the new image can show it — the walker's
+    sure pixels are what is wrong there, and held-out strokes on a lesion's inside score 1.0
+    for both. Without this route, fine-tuning such a base on a few strokes gave 0.53: the floor
+    held the answer to the walker. The same clear-win rule as :func:`heldout_share`; 0 for a
+    model without that record.
+    """
+    if not validation:
+        return 0.0
+    return heldout_share(
+        {"networks": validation.get("dice"), "walker": validation.get("walker")}, max_share
+    )
+
+
 def network_share(
     agreement: float | None,
     ramp: tuple[float, float] = AGREEMENT_RAMP,
@@ -225,17 +244,19 @@ def assess(
     temperature: float = MEMBER_TEMPERATURE,
     ramp: tuple[float, float] = AGREEMENT_RAMP,
     max_share: float = MAX_NETWORK_SHARE,
+    base: float = 0.0,
 ) -> FloorReport:
     """Weights of the members and the networks' share of the output, from label-free scores.
 
     ``walker``: the floor walker's probabilities on the same pixels (None: no strokes on this
     image, the networks alone answer). ``heldout``: held-out stroke indices (Z, H, W), -1
     elsewhere; ``walker_heldout``: the agreement of a walker seeded *without* them (for the
-    report, and for :func:`heldout_share`: the floor walker saw every stroke).
+    report, and for :func:`heldout_share`: the floor walker saw every stroke). ``base``: the
+    share a base model earned on its dataset (:func:`base_share`).
     """
     keys = list(member_probs)
     labels = {k: p.argmax(axis=1) for k, p in member_probs.items()}
-    report = FloorReport()
+    report = FloorReport(base_share=float(base))
     if heldout is not None:
         report.heldout = {k: heldout_agreement(labels[k], heldout) for k in keys}
     if walker is not None:
@@ -282,6 +303,6 @@ def earn_share(
     report.area_ratio = area_ratio(networks, walker)
     sure_share = report.sure_fraction * network_share(report.agreement["networks"], ramp, max_share)
     report.network_share = area_trust(report.area_ratio) * max(
-        sure_share, heldout_share(report.heldout, max_share)
+        sure_share, heldout_share(report.heldout, max_share), min(report.base_share, max_share)
     )
     return report

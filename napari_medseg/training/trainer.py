@@ -41,7 +41,7 @@ from ..shape_prior import ShapePrior, apply_shape_prior
 from ..slots import slot_keys
 from .augmentation import augment_batch
 from .distributed import Distributed
-from .floor import FloorReport, assess, floor_walker
+from .floor import FloorReport, assess, base_share, floor_walker
 from .holdout import heldout_agreement, split_strokes
 from .losses import (
     IGNORE_INDEX,
@@ -319,6 +319,9 @@ class TriNetTrainer:
         self._dice = PseudoLabelDice(self.num_classes)
         # data-parallel training (training/distributed.py): gradients averaged over processes
         self.distributed: Distributed | None = None
+        # a base's validation record: the share the floor grants it on any image (floor.py)
+        record = (checkpoint.card or {}).get("validation") if checkpoint is not None else None
+        self.base_share = base_share(record)
         if checkpoint is not None:
             self.load_state(checkpoint)
 
@@ -906,7 +909,7 @@ class TriNetTrainer:
         if walker is not None and decision is not None:
             report, weights, share = decision, decision.weights, decision.network_share
         elif walker is not None or (heldout is not None and (heldout >= 0).any()):
-            report = assess(probs, walker, heldout, self.walker_heldout())
+            report = assess(probs, walker, heldout, self.walker_heldout(), base=self.base_share)
             weights, share = report.weights, report.network_share
         pred = combine_predictions(
             probs,
