@@ -267,7 +267,9 @@ def train_base(
         cfg.iterations, cfg.seconds = b["iterations"], b["seconds"]
         resume = False
     t0 = time.perf_counter()
-    workflow.prepare_dataset(collection, cfg, val_fraction=0.0, split_seed=args.seed, resume=resume)
+    workflow.prepare_dataset(
+        collection, cfg, val_fraction=args.val_fraction, split_seed=args.seed, resume=resume
+    )
     final = None
     for upd in workflow.train_dataset(
         save_to=out / "model.pt", save_every=args.save_every, validate_every=0, started=t0
@@ -641,6 +643,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--save-every", type=float, default=300.0, help="base checkpoint period (s)")
     p.add_argument("--quick", action="store_true", help="2 train / 2 test files, 5 steps")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="training files held out to validate the base (its card then records the base's "
+        "and the walker's Dice on them, which lets the floor trust a base that beat the walker)",
+    )
     p.add_argument("--out", default=None, help="markdown file (also written to WORK/<run>/)")
     p.add_argument("--png", default=None, help="learning-curve PNG (default WORK/<run>/)")
     args = p.parse_args(argv)
