@@ -936,7 +936,7 @@ class Workflow:
         if self.trainer is not None:
             prediction = self.trainer.predict(data, seeds=seeds, heldout=heldout, decision=decision)
         else:
-            prediction = self._predict_base(data, device, seeds, decision)
+            prediction = self._predict_base(data, device, seeds, decision, key)
         if key is not None and slice_index is None and prediction.report is not None:
             self._decisions[key] = prediction.report
             while len(self._decisions) > 16:
@@ -946,7 +946,12 @@ class Workflow:
         return seg
 
     def _predict_base(
-        self, data: np.ndarray, device: str, seeds: np.ndarray | None = None, decision=None
+        self,
+        data: np.ndarray,
+        device: str,
+        seeds: np.ndarray | None = None,
+        decision=None,
+        key: bytes | None = None,
     ):
         """The saved trio's prediction, combined as its training did (weights, prior), with
         the walker on ``seeds`` as the floor when the image has strokes."""
@@ -969,7 +974,12 @@ class Workflow:
         if config.floor and seeds is not None and (seeds >= 0).any():
             walker = floor_walker(data, seeds, self.base.num_classes, config.rw_beta)
             base = base_share((self.base.card or {}).get("validation"))
-            report = decision if decision is not None else assess(probs, walker, base=base)
+            recorded = (self.base.metadata.get("floor_heldout") or {}).get(key.hex() if key else "")
+            report = (
+                decision
+                if decision is not None
+                else assess(probs, walker, base=base, heldout_scores=recorded)
+            )
             weights, share = report.weights, report.network_share
         prediction = combine_predictions(
             probs,
@@ -1020,6 +1030,17 @@ class Workflow:
                 run=run,
                 base=lineage,
             )
+            # the held-out strokes' verdicts on the images predicted whole: the trainer's
+            # secret strokes are not saved, but a reloaded trio must decide those images'
+            # floor as its trainer did (training/floor.py: the held-out route)
+            heldout = {
+                key.hex(): {"networks": float(r.heldout["networks"]), "walker": float(w)}
+                for key, r in self._decisions.items()
+                if (getattr(r, "heldout", None) or {}).get("networks") is not None
+                and (w := r.heldout.get("walker")) is not None
+            }
+            if heldout:
+                checkpoint.metadata["floor_heldout"] = heldout
             return checkpoint
         if self.base is not None:
             return self.base

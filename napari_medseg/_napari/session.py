@@ -299,6 +299,7 @@ class TrainingSession:
         self._pending: np.ndarray | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._cancel_task = threading.Event()  # Stop for a folder prediction
         self._layers_ready = threading.Event()
         self._last_warning = ""
 
@@ -311,6 +312,15 @@ class TrainingSession:
     def layers_ready(self) -> None:
         """The GUI has created its prediction layers (see ``TrainRequest.wait_for_layers``)."""
         self._layers_ready.set()
+
+    def cancel_task(self) -> None:
+        """Stop for a folder prediction: it ends after the image it is on, writing nothing."""
+        self._cancel_task.set()
+
+    def arm_task(self) -> None:
+        """Called on the GUI thread before a stoppable task starts (a Stop pressed right
+        after must not be undone by the worker starting late)."""
+        self._cancel_task.clear()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -629,6 +639,8 @@ class TrainingSession:
                 for step in steps:
                     name = step.source.name if step.source is not None else ""
                     yield step.done, step.total, name, step.written
+                    if self._cancel_task.is_set():
+                        return  # closes the staged run here, in the worker: nothing written
             finally:
                 steps.close()
 

@@ -284,7 +284,7 @@ class MedSegWidget(ControlPanel):
         prediction stops after its current image and writes nothing (its output folder is
         filled only at the end)."""
         if not self.is_training and self._task_stoppable and self._task_worker is not None:
-            self._task_worker.quit()  # the generator closes at its next yield: staging dropped
+            self.session.cancel_task()  # it returns after this image: the staging is dropped
             self.status_label.setText("Stopping the folder prediction after this image…")
             return
         if self.is_training:
@@ -650,23 +650,24 @@ class MedSegWidget(ControlPanel):
 
         def one(result) -> None:
             name, upd, problem = result
+            if problem is not None:
+                notify("warning", problem)
+            else:
+                for w in upd.warnings:
+                    notify("warning", f"'{name}': {w}")
+                if name in self.viewer.layers:
+                    self.prediction_layers.show(
+                        upd,
+                        self.viewer.layers[name],
+                        self._slot_titles,
+                        len(names),
+                        self._suffix(name),
+                    )
+                    shown.append(name)
+            # last: the bar's nested event loop may run the worker's end (``done``) now
             pbar = self._task_pbar
             if pbar is not None:
                 pbar.update(1)
-            if problem is not None:
-                notify("warning", problem)
-                return
-            for w in upd.warnings:
-                notify("warning", f"'{name}': {w}")
-            if name in self.viewer.layers:
-                self.prediction_layers.show(
-                    upd,
-                    self.viewer.layers[name],
-                    self._slot_titles,
-                    len(names),
-                    self._suffix(name),
-                )
-                shown.append(name)
 
         def done(_=None) -> None:
             self.status_label.setText(
@@ -718,6 +719,7 @@ class MedSegWidget(ControlPanel):
             elif name:
                 self.status_label.setText(f"Predicted {done_n}/{total}: {name}")
 
+        self.session.arm_task()
         return self._run_task(
             self.session.predict_folder,
             lambda _=None: None,

@@ -245,6 +245,7 @@ def assess(
     ramp: tuple[float, float] = AGREEMENT_RAMP,
     max_share: float = MAX_NETWORK_SHARE,
     base: float = 0.0,
+    heldout_scores: Mapping[str, float] | None = None,
 ) -> FloorReport:
     """Weights of the members and the networks' share of the output, from label-free scores.
 
@@ -252,7 +253,9 @@ def assess(
     image, the networks alone answer). ``heldout``: held-out stroke indices (Z, H, W), -1
     elsewhere; ``walker_heldout``: the agreement of a walker seeded *without* them (for the
     report, and for :func:`heldout_share`: the floor walker saw every stroke). ``base``: the
-    share a base model earned on its dataset (:func:`base_share`).
+    share a base model earned on its dataset (:func:`base_share`). ``heldout_scores``: the
+    networks' and the walker's held-out agreement recorded by the trainer (a saved trio
+    predicting an image it was trained on), used when ``heldout`` is not given.
     """
     keys = list(member_probs)
     labels = {k: p.argmax(axis=1) for k, p in member_probs.items()}
@@ -272,6 +275,8 @@ def assess(
     if heldout is not None:
         report.heldout["networks"] = heldout_agreement(nets, heldout)
         report.heldout["walker"] = walker_heldout
+    elif heldout_scores:
+        report.heldout = {k: heldout_scores.get(k) for k in ("networks", "walker")}
     if walker is None:
         report.network_share = 1.0
     else:
