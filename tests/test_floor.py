@@ -9,6 +9,7 @@ from napari_medseg.training.floor import (
     AGREEMENT_RAMP,
     AREA_RATIO,
     HELDOUT_MARGIN,
+    MAX_BASE_SHARE,
     MAX_NETWORK_SHARE,
     area_ratio,
     area_trust,
@@ -133,7 +134,7 @@ def test_a_base_that_beat_the_walker_on_its_dataset_keeps_a_share_when_fine_tune
 
     assert base_share(None) == base_share({}) == 0.0
     assert base_share({"dice": 0.8, "walker": None}) == 0.0
-    assert base_share({"dice": 0.79, "walker": 0.46}) == pytest.approx(MAX_NETWORK_SHARE)
+    assert base_share({"dice": 0.79, "walker": 0.46}) == pytest.approx(MAX_BASE_SHARE)
     assert base_share({"dice": 0.80, "walker": 0.80}) == 0.0
     image, scr, _ = _synthetic("gray")
     cfg = dict(models=("unet", "unet"), iterations=1, device="cpu", preview_every_seconds=None)
@@ -149,11 +150,11 @@ def test_a_base_that_beat_the_walker_on_its_dataset_keeps_a_share_when_fine_tune
     base.card = {**base.card, "validation": {"dice": 0.9, "walker": 0.5}}
     tuned = Workflow(base=base)
     report = list(tuned.train([(image, scr)], TrainConfig(**cfg)))[-1].segmentation.report
-    assert report.base_share == pytest.approx(MAX_NETWORK_SHARE)
-    assert report.network_share >= area_trust(report.area_ratio) * MAX_NETWORK_SHARE - 1e-9
+    assert report.base_share == pytest.approx(MAX_BASE_SHARE)
+    assert report.network_share >= area_trust(report.area_ratio) * MAX_BASE_SHARE - 1e-9
     # a loaded base predicting an image with strokes leans on its record the same way
     seg = Workflow(base=base).predict(image, scribbles=scr)
-    assert seg.report.base_share == pytest.approx(MAX_NETWORK_SHARE)
+    assert seg.report.base_share == pytest.approx(MAX_BASE_SHARE)
 
 
 def test_heldout_share_needs_a_clear_win_over_the_walker():

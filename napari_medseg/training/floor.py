@@ -55,6 +55,9 @@ AREA_RATIO = (3.0, 6.0)
 #: Held-out strokes: by how much the networks must beat a walker seeded without those strokes
 #: before they earn a share that way, and over what further margin it reaches the maximum.
 HELDOUT_MARGIN = (0.02, 0.08)
+#: The largest share a base model's validation record can bring: a base that beat the walker
+#: clearly on its dataset leads (the walker keeps a fifth, to break the networks' ties).
+MAX_BASE_SHARE = 0.8
 #: The floor's walker runs at the image's size up to this longest side (then it is shrunk):
 #: a 256² slice costs ~0.25 s, a 1920-px endoscopy frame would cost minutes.
 WALKER_MAX_SIDE = 512
@@ -206,7 +209,7 @@ def heldout_share(
     return float(max_share * np.clip((nets - walker - lo) / max(width, 1e-9), 0.0, 1.0))
 
 
-def base_share(validation: Mapping | None, max_share: float = MAX_NETWORK_SHARE) -> float:
+def base_share(validation: Mapping | None, max_share: float = MAX_BASE_SHARE) -> float:
     """The share a base model brings from its dataset: its validation Dice against the floor
     walker's on the same validation files (``checkpoint.card["validation"]``).
 
@@ -214,8 +217,9 @@ def base_share(validation: Mapping | None, max_share: float = MAX_NETWORK_SHARE)
     0.79 against the walker's 0.46), and nothing on the new image can show it — the walker's
     sure pixels are what is wrong there, and held-out strokes on a lesion's inside score 1.0
     for both. Without this route, fine-tuning such a base on a few strokes gave 0.53: the floor
-    held the answer to the walker. The same clear-win rule as :func:`heldout_share`; 0 for a
-    model without that record.
+    held the answer to the walker; with a share of 0.5, 0.64. The same clear-win rule as
+    :func:`heldout_share`, up to :data:`MAX_BASE_SHARE` (above the networks' own 0.5: the
+    evidence is many validated images, not one); 0 for a model without that record.
     """
     if not validation:
         return 0.0
@@ -308,6 +312,6 @@ def earn_share(
     report.area_ratio = area_ratio(networks, walker)
     sure_share = report.sure_fraction * network_share(report.agreement["networks"], ramp, max_share)
     report.network_share = area_trust(report.area_ratio) * max(
-        sure_share, heldout_share(report.heldout, max_share), min(report.base_share, max_share)
+        sure_share, heldout_share(report.heldout, max_share), report.base_share
     )
     return report
