@@ -151,7 +151,7 @@ def test_a_base_that_beat_the_walker_on_its_dataset_keeps_a_share_when_fine_tune
     tuned = Workflow(base=base)
     report = list(tuned.train([(image, scr)], TrainConfig(**cfg)))[-1].segmentation.report
     assert report.base_share == pytest.approx(MAX_BASE_SHARE)
-    assert report.network_share >= area_trust(report.area_ratio) * MAX_BASE_SHARE - 1e-9
+    assert report.network_share >= MAX_BASE_SHARE - 1e-9  # the area check does not undo it
     # a loaded base predicting an image with strokes leans on its record the same way
     seg = Workflow(base=base).predict(image, scribbles=scr)
     assert seg.report.base_share == pytest.approx(MAX_BASE_SHARE)
