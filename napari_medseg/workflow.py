@@ -426,6 +426,8 @@ class Workflow:
             checkpoint=self.base,
             metadata=self.task.metadata(),
         )
+        # a base validated better than the walker teaches these images itself (trainer.py)
+        self.trainer.teach_from_base()
 
     def prepare(self, pairs: Sequence[Pair], config: TrainConfig) -> list[str]:
         """:meth:`set_inputs` then :meth:`build`; returns the inputs' warnings."""

@@ -149,7 +149,15 @@ def test_a_base_that_beat_the_walker_on_its_dataset_keeps_a_share_when_fine_tune
     )  # no validation record: nothing brought
     base.card = {**base.card, "validation": {"dice": 0.9, "walker": 0.5}}
     tuned = Workflow(base=base)
-    report = list(tuned.train([(image, scr)], TrainConfig(**cfg)))[-1].segmentation.report
+    tuned.prepare([(image, scr)], TrainConfig(**cfg, rw_confidence=0.5))  # a 1-step base
+    # the validated base teaches: its confident labels are the dense target, strokes win
+    taught = tuned.trainer._base_labels[0]
+    target = tuned.trainer._random_walker()[0]
+    seeds = tuned.trainer._seeds[0]
+    free = (seeds < 0) & (taught >= 0)
+    assert free.any() and np.array_equal(target[free], taught[free])
+    assert np.array_equal(target[seeds >= 0], seeds[seeds >= 0])
+    report = list(tuned.train())[-1].segmentation.report
     assert report.base_share == pytest.approx(MAX_BASE_SHARE)
     assert report.network_share >= MAX_BASE_SHARE - 1e-9  # the area check does not undo it
     # a loaded base predicting an image with strokes leans on its record the same way
