@@ -540,17 +540,7 @@ class MedSegWidget(ControlPanel):
                 # the user moved on: nothing is drawn for an image left behind
                 self.status_label.setText(f"Prediction of '{name}' dropped (another image).")
                 return
-            for w in upd.warnings:
-                notify("warning", w)
-            if name in self.viewer.layers:
-                self.prediction_layers.show(
-                    upd,
-                    self.viewer.layers[name],
-                    self._slot_titles,
-                    len(names),
-                    suffix,
-                    slice_index,
-                )
+            self._show_prediction(upd, name, len(names), suffix, slice_index)
             if upd.metrics:
                 self.show_metrics(upd.metrics, self._slot_titles)
             where = f"slice {slice_index}" if slice_index is not None else f"'{name}'"
@@ -608,6 +598,26 @@ class MedSegWidget(ControlPanel):
             return
         self._predict_layer(layer, current_slice=False, strokes=False, zero_shot=True)
 
+    def _show_prediction(
+        self,
+        upd: LayerUpdate,
+        name: str,
+        num_classes: int,
+        suffix: str,
+        slice_index: int | None = None,
+        prefix: bool = False,
+    ) -> bool:
+        """Warnings, then image ``name``'s prediction layers (False: that layer is gone).
+        ``prefix``: warnings name the image (several images predicted at once)."""
+        for w in upd.warnings:
+            notify("warning", f"'{name}': {w}" if prefix else w)
+        if name not in self.viewer.layers:
+            return False
+        self.prediction_layers.show(
+            upd, self.viewer.layers[name], self._slot_titles, num_classes, suffix, slice_index
+        )
+        return True
+
     def predict_every_image(self):
         """Every open image layer, one after the other in one worker; each gets its own
         prediction layers (with its strokes, when it has a scribble layer)."""
@@ -653,16 +663,7 @@ class MedSegWidget(ControlPanel):
             if problem is not None:
                 notify("warning", problem)
             else:
-                for w in upd.warnings:
-                    notify("warning", f"'{name}': {w}")
-                if name in self.viewer.layers:
-                    self.prediction_layers.show(
-                        upd,
-                        self.viewer.layers[name],
-                        self._slot_titles,
-                        len(names),
-                        self._suffix(name),
-                    )
+                if self._show_prediction(upd, name, len(names), self._suffix(name), prefix=True):
                     shown.append(name)
             # last: the bar's nested event loop may run the worker's end (``done``) now
             pbar = self._task_pbar
