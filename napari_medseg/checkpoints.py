@@ -432,6 +432,9 @@ def card_text(checkpoint: Checkpoint) -> str:
         )
     else:
         lines.append("  validation:     none")
-    saved = f"{card.get('date', '?')} by napari-medseg {card.get('version')}"
-    lines.append(f"  saved:          {saved}")
+    if card.get("unsaved"):
+        lines.append("  saved:          not yet — Save model keeps it with this card")
+    else:
+        saved = f"{card.get('date', '?')} by napari-medseg {card.get('version')}"
+        lines.append(f"  saved:          {saved}")
     return "\n".join(lines)

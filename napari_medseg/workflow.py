@@ -1085,6 +1085,7 @@ class Workflow:
             source="the current model",
         )
         shell.card = build_card(shell, trained_on=self.trained_on, base=self._lineage())
+        shell.card["unsaved"] = True  # its date is now, not a file's: say so on the card
         return shell
 
     def fit_problem(

@@ -9,6 +9,7 @@ import pytest
 import tifffile
 
 from napari_medseg._napari.session import TrainingSession, TrainRequest
+from napari_medseg.checkpoints import card_text
 from napari_medseg.data.readers import read_labels
 from napari_medseg.errors import InputError, OutputError
 from napari_medseg.model_library import library_models, library_path
@@ -71,6 +72,9 @@ def test_a_trained_trio_describes_itself_checks_fit_and_carries_to_the_next_imag
     assert outline.card["models"] == ["unet", "unet"] and outline.iteration == 2
     assert outline.card["trained_on"]["images"] == 1
     assert all(not s.state_dict for s in outline.slots)  # no weights were copied
+    # the in-session model's card does not claim a save that has not happened; a saved one does
+    assert "saved:          not yet" in card_text(outline)
+    assert "unsaved" not in saved.card and "not yet" not in card_text(saved)
     assert wf.fit_problem(models=("unet", "unet"), num_classes=2, in_channels=1) is None
     assert "2 classes" in wf.fit_problem(num_classes=3)
     assert "RGB" in wf.fit_problem(in_channels=3, image="'photo'")
