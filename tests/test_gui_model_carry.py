@@ -92,6 +92,25 @@ def test_the_model_carries_across_images_and_predicts_every_open_image(
     assert w.status_label.text().startswith("Finished"), w.status_label.text()
     np.testing.assert_array_equal(viewer.layers["medseg: ensemble"].data, first)
 
+    # back to the first image: its layers came from the model before that training, so the
+    # current model redoes them, with the image's own strokes; the second image's are current
+    viewer.layers["medseg: ensemble"].data = np.zeros(img.shape, np.uint8)  # to see it redone
+    w.image_combo.setCurrentText("tiny")
+    qtbot.waitUntil(lambda: _filled(viewer, "medseg: ensemble"), timeout=TIMEOUT_MS)
+    _wait_idle(qtbot, w)
+    assert w.status_label.text() == (
+        "Updated 'tiny' with the current model (it changed since this image was last "
+        "predicted, its strokes kept)."
+    )
+    tiny2 = viewer.layers["medseg: ensemble (tiny2)"].data.copy()
+    viewer.layers["medseg: ensemble (tiny2)"].data = np.zeros(img.shape, np.uint8)
+    w.image_combo.setCurrentText("tiny2")
+    qtbot.wait(1500)  # the zero-shot timer came due: these layers are the current model's
+    _wait_idle(qtbot, w)
+    assert not viewer.layers["medseg: ensemble (tiny2)"].data.any()
+    viewer.layers["medseg: ensemble (tiny2)"].data = tiny2
+    w.image_combo.setCurrentText("tiny")
+
     # every open image with strokes: both pairs in one training
     w.train_on_combo.setCurrentText(TRAIN_ON[1])
     w.start_training()

@@ -331,6 +331,16 @@ class TrainingSession:
     def has_model(self) -> bool:
         return self.workflow is not None and self.workflow.has_model
 
+    def model_stamp(self) -> tuple | None:
+        """Which weights a prediction comes from: it changes when training moves them or
+        another model is loaded (the widget re-predicts an image whose layers are older)."""
+        wf = self.workflow
+        if wf is None or not wf.has_model:
+            return None
+        if wf.trainer is not None:
+            return ("trained", id(wf.trainer), int(wf.trainer.iteration))
+        return ("loaded", id(wf.base))
+
     @property
     def trainer(self):
         """The trainer being (or last) trained; None after Load or before Train."""

@@ -92,6 +92,8 @@ class MedSegWidget(ControlPanel):
         self._start_text = ""  # what the running training started from, in words
         self._zero_shot_for: str | None = None  # the image a running zero-shot predicts
         self._zero_shot_again = False  # the image changed while a task ran: look again
+        # per image (layer suffix): the model (session.model_stamp) its layers came from
+        self._made_with: dict[str, tuple | None] = {}
         self._after_task: Callable[[], None] | None = None  # Train pressed during a zero-shot
         self._task_pbar = None  # napari's progress bar of a several-image prediction
         self._last_update: LayerUpdate | None = None
@@ -387,6 +389,8 @@ class MedSegWidget(ControlPanel):
         # what Train starts from next: the model just trained (it carries to the next image)
         self.start_box.refresh(self.session.has_model, select_current=self.session.has_model)
         self._show_card()
+        if self._train_suffix is not None:  # its layers show the weights training ended with
+            self._made_with[self._train_suffix] = self.session.model_stamp()
         self._schedule_zero_shot()  # an image chosen while training gets its prediction now
 
     def _on_error(self, exc: BaseException) -> None:
@@ -496,11 +500,14 @@ class MedSegWidget(ControlPanel):
         whole_slice = target == PREDICT_TARGETS[0]
         return self._predict_layer(layer, whole_slice, strokes=not other)
 
-    def _predict_layer(self, layer, current_slice: bool, strokes: bool, zero_shot=False):
+    def _predict_layer(
+        self, layer, current_slice: bool, strokes: bool, zero_shot=False, drawn=None
+    ):
         """Predicts one image layer in a worker; the result goes to its prediction layers.
 
-        ``strokes``: the chosen scribble layer's strokes take part (the walker's floor).
-        ``zero_shot``: shown only if the image is still the chosen one when it is done.
+        ``strokes``: the chosen scribble layer's strokes take part (the walker's floor), or
+        ``drawn``'s when given. ``zero_shot``: shown only if the image is still the chosen
+        one when it is done.
         """
         try:
             kind = image_kind(layer.data.shape, layer.rgb)
@@ -523,33 +530,49 @@ class MedSegWidget(ControlPanel):
         ):
             truth = copy_layer_data(truth_layer.data)
         # the strokes drawn on this image: the walker's answer stays part of the ensemble
-        drawn = self.scribble_combo.layer() if strokes else None
+        if drawn is None:
+            drawn = self.scribble_combo.layer() if strokes else None
         scribbles = None
         if drawn is not None and tuple(drawn.data.shape) == full:
             scribbles = copy_layer_data(drawn.data)
         self._slot_titles = self.slot_titles(*self.session.slot_models())
-        self.status_label.setText(
-            f"Predicting '{layer.name}' with the current model (no strokes yet)…"
-            if zero_shot
-            else "Predicting…"
-        )
         name = layer.name
+        stamp = self.session.model_stamp()
+        again = zero_shot and self.prediction_layers.has_results(suffix)
+        if again:
+            self.status_label.setText(f"Updating '{name}' with the current model…")
+        elif zero_shot:
+            self.status_label.setText(
+                f"Predicting '{name}' with the current model (no strokes yet)…"
+            )
+        else:
+            self.status_label.setText("Predicting…")
 
         def done(upd: LayerUpdate) -> None:
             if zero_shot and self.image_combo.currentText() != name:
                 # the user moved on: nothing is drawn for an image left behind
                 self.status_label.setText(f"Prediction of '{name}' dropped (another image).")
                 return
-            self._show_prediction(upd, name, len(names), suffix, slice_index)
+            if self._show_prediction(upd, name, len(names), suffix, slice_index):
+                if slice_index is None:
+                    self._made_with[suffix] = stamp
             if upd.metrics:
                 self.show_metrics(upd.metrics, self._slot_titles)
             where = f"slice {slice_index}" if slice_index is not None else f"'{name}'"
-            self.status_label.setText(
-                f"Zero-shot prediction of '{name}' by the current model — draw strokes and "
-                "press Train to adapt it to this image."
-                if zero_shot
-                else f"Predicted {where}."
-            )
+            if again:
+                text = (
+                    f"Updated '{name}' with the current model (it changed since this image "
+                    "was last predicted"
+                    + (", its strokes kept)." if scribbles is not None else ").")
+                )
+            elif zero_shot:
+                text = (
+                    f"Zero-shot prediction of '{name}' by the current model — draw strokes and "
+                    "press Train to adapt it to this image."
+                )
+            else:
+                text = f"Predicted {where}."
+            self.status_label.setText(text)
 
         if zero_shot:
             self._zero_shot_for = name
@@ -573,10 +596,13 @@ class MedSegWidget(ControlPanel):
     def _zero_shot(self) -> None:
         """Shows the chosen image's prediction by the current model, before any stroke.
 
-        Only for an image without results of its own (nothing is overwritten), never while
-        training, and only for an image whose channels the model takes (else the status line
-        says why). While another task runs it waits for it; a result for an image the user
-        has left meanwhile is dropped.
+        For an image without results of its own, and for one whose layers this session's
+        model made before it was trained further (or another was loaded): those layers are
+        the plugin's, redone with the image's own strokes when it has a scribble layer (the
+        floor keeps the walker's answer). Layers of unknown origin (restored, or from an
+        earlier session) are left as they are. Never while training, and only for an image
+        whose channels the model takes (else the status line says why). While another task
+        runs it waits for it; a result for an image the user has left meanwhile is dropped.
         """
         if self.is_training or not self.session.has_model:
             return
@@ -587,8 +613,15 @@ class MedSegWidget(ControlPanel):
             image_kind(layer.data.shape, layer.rgb)
         except ValueError:
             return
-        if self.prediction_layers.has_results(self._suffix(layer.name, claim=False)):
-            return
+        suffix = self._suffix(layer.name, claim=False)
+        drawn = None
+        if self.prediction_layers.has_results(suffix):
+            made = self._made_with.get(suffix)
+            if made is None or made == self.session.model_stamp():
+                return
+            labels = [la for la in self.viewer.layers if isinstance(la, Labels)]
+            truth = self.truth_combo.layer()
+            drawn = scribbles_for(layer, labels, {truth.name} if truth is not None else ())
         problem = self.session.fit_problem(image_channels(layer), f"'{layer.name}'")
         if problem:
             self.status_label.setText(f"No prediction for '{layer.name}': {problem}")
@@ -596,7 +629,7 @@ class MedSegWidget(ControlPanel):
         if self._task_worker is not None:
             self._zero_shot_again = True
             return
-        self._predict_layer(layer, current_slice=False, strokes=False, zero_shot=True)
+        self._predict_layer(layer, current_slice=False, strokes=False, zero_shot=True, drawn=drawn)
 
     def _show_prediction(
         self,
@@ -657,14 +690,17 @@ class MedSegWidget(ControlPanel):
         self._task_pbar = progress(total=len(items), desc="medseg: predicting open images")
         self.status_label.setText(f"Predicting {len(items)} open image(s)…")
         shown: list[str] = []
+        stamp = self.session.model_stamp()
 
         def one(result) -> None:
             name, upd, problem = result
             if problem is not None:
                 notify("warning", problem)
             else:
-                if self._show_prediction(upd, name, len(names), self._suffix(name), prefix=True):
+                suffix = self._suffix(name)
+                if self._show_prediction(upd, name, len(names), suffix, prefix=True):
                     shown.append(name)
+                    self._made_with[suffix] = stamp
             # last: the bar's nested event loop may run the worker's end (``done``) now
             pbar = self._task_pbar
             if pbar is not None:
