@@ -121,3 +121,24 @@ def test_argument_errors():
         simulate_scribbles(m, fraction=0.0)
     only = simulate_scribbles(m, classes=[3], rng=0)
     assert set(np.unique(only)) == {3, 4}
+
+
+def test_ring_dilation_by_distance_is_the_disk_dilation():
+    """The background ring is grown by a distance transform inside the mask's box (linear in
+    the image size); it must select exactly the pixels the disk dilation did, so strokes of
+    a seeded simulation stay the same — at the image border and for scattered pixels too."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import disk
+
+    from napari_medseg.data.scribbles import _dilate_disk
+
+    rng = np.random.default_rng(0)
+    masks = [rng.random((40, 57)) > 0.97 for _ in range(20)]
+    blob = np.zeros((60, 70), bool)
+    blob[0:25, 40:70] = True  # touching two borders
+    masks += [blob, np.zeros((9, 9), bool)]
+    for m in masks:
+        for r in (1, 2, 3, 7, 10):
+            np.testing.assert_array_equal(
+                _dilate_disk(m, r), ndi.binary_dilation(m, structure=disk(r))
+            )

@@ -46,6 +46,26 @@ __all__ = ["simulate_scribbles"]
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
 
 
+def _dilate_disk(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``binary_dilation(mask, disk(radius))``, by a distance transform.
+
+    The same pixels (a pixel is within the disk of a mask pixel exactly when its Euclidean
+    distance to it is ≤ radius), but linear in the image size: the morphological dilation
+    costs image size × disk area, which on a full-resolution endoscopy frame was most of the
+    time a dataset spent reading (a ring of radius 10 around the polyp, ~1 s a frame).
+    """
+    out = np.zeros(mask.shape, bool)
+    where = np.argwhere(mask)
+    if not len(where):
+        return out
+    # only the mask's bounding box grown by the radius can change
+    lo = np.maximum(where.min(0) - radius, 0)
+    hi = np.minimum(where.max(0) + radius + 1, mask.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    out[box] = ndi.distance_transform_edt(~mask[box]) <= radius
+    return out
+
+
 def _erode_keep_nonempty(comp: np.ndarray, radius: int) -> np.ndarray:
     """Erode by the largest radius ≤ ``radius`` that leaves something of the component."""
     for r in range(radius, 0, -1):
@@ -171,8 +191,8 @@ def _slice_scribbles(
             continue
         target = region
         if background is not None and c == background and fg is not None and fg.any():
-            outer = ndi.binary_dilation(fg, structure=disk(ring[1])) if ring[1] > 0 else fg
-            inner = ndi.binary_dilation(fg, structure=disk(ring[0])) if ring[0] > 0 else fg
+            outer = _dilate_disk(fg, ring[1]) if ring[1] > 0 else fg
+            inner = _dilate_disk(fg, ring[0]) if ring[0] > 0 else fg
             band = outer & ~inner & region
             if band.any():
                 target = band
