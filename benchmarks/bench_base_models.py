@@ -268,6 +268,10 @@ def train_base(
         cfg.preset = cfg.preset or args.preset
         cfg.device, cfg.seed, cfg.preview_every_seconds = args.device, args.seed, None
         cfg.iterations, cfg.seconds = b["iterations"], b["seconds"]
+        if args.base_rw_weight is not None:  # an experiment: the walker's weight as teacher
+            cfg.rw_weight = args.base_rw_weight
+            if args.base_rw_weight == 0:
+                cfg.rw_dice_weight = 0.0
         resume = False
     t0 = time.perf_counter()
     workflow.prepare_dataset(
@@ -653,6 +657,13 @@ def main(argv: list[str] | None = None) -> int:
         help="training files held out to validate the base (its card then records the base's "
         "and the walker's Dice on them, which lets the floor trust a base that beat the walker); "
         "default 0.1 for the base runs, 0 for the learning curve",
+    )
+    p.add_argument(
+        "--base-rw-weight",
+        type=float,
+        default=None,
+        help="experiment: the random walker's weight as the base's dense teacher (default: "
+        "the preset's; 0 trains the base on the strokes and the trio's own pseudo labels only)",
     )
     p.add_argument("--out", default=None, help="markdown file (also written to WORK/<run>/)")
     p.add_argument("--png", default=None, help="learning-curve PNG (default WORK/<run>/)")

@@ -430,6 +430,11 @@ def card_text(checkpoint: Checkpoint) -> str:
             f"foreground classes) on {val.get('images')} file(s) at step {val.get('step')}"
             + (f"; {extra}" if extra else "")
         )
+        if val.get("walker") is not None:  # what lets the floor trust the base, or not
+            lines.append(
+                f"                  the random walker on the same files' strokes: "
+                f"{val['walker']:.4f}"
+            )
     else:
         lines.append("  validation:     none")
     if card.get("unsaved"):

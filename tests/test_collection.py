@@ -244,6 +244,9 @@ def test_each_layout_trains_validates_and_writes_a_card(tmp_path, capsys, layout
     assert main(["info", str(out / "model.pt")]) == 0
     printed = capsys.readouterr().out
     assert "validation:     Dice" in printed and "trained on:" in printed and layout in printed
+    assert f"random walker on the same files' strokes: {card['validation']['walker']:.4f}" in (
+        printed
+    )
 
 
 def test_dataset_trainer_keeps_only_working_resolution_copies(tmp_path):
