@@ -465,8 +465,8 @@ def learning_curve_png(
         import matplotlib.pyplot as plt
     except ImportError:
         return (
-            f"matplotlib is not installed: no PNG written ({path}); `pip install matplotlib` "
-            "and run the same command again (the scores are cached)"
+            f"matplotlib is not installed: no PNG written ({path}); `make bench` (or `pip install "
+            "matplotlib`) and run the same command again (the scores are cached)"
         )
     ks = [p["k"] for p in points]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
