@@ -421,14 +421,18 @@ class ControlPanel(QWidget):
             request.more = self._more_pairs(image, scribbles)
         return request, image, scribbles
 
+    def _labels_and_taken(self) -> tuple[list[Labels], set[str]]:
+        """The viewer's Labels layers, and the names no image may take as its strokes (the
+        ground-truth layer) — what :func:`~.pairing.scribbles_for` is asked with."""
+        labels = [la for la in self.viewer.layers if isinstance(la, Labels)]
+        truth = self.truth_combo.layer()
+        return labels, ({truth.name} if truth is not None else set())
+
     def _more_pairs(self, image: Image, scribbles: Labels) -> list[tuple[np.ndarray, np.ndarray]]:
         """Copies of every other open image with strokes and of its scribble layer
         (:func:`~.pairing.scribbles_for`); says which were left out and why."""
-        labels = [la for la in self.viewer.layers if isinstance(la, Labels)]
-        taken = {scribbles.name}
-        truth = self.truth_combo.layer()
-        if truth is not None:
-            taken.add(truth.name)
+        labels, taken = self._labels_and_taken()
+        taken.add(scribbles.name)
         pairs, used, left = [], [], []
         for other in user_images(self.viewer.layers):
             if other is image:

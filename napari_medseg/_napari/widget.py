@@ -389,8 +389,8 @@ class MedSegWidget(ControlPanel):
         # what Train starts from next: the model just trained (it carries to the next image)
         self.start_box.refresh(self.session.has_model, select_current=self.session.has_model)
         self._show_card()
-        if self._train_suffix is not None:  # its layers show the weights training ended with
-            self._made_with[self._train_suffix] = self.session.model_stamp()
+        # the trained image's layers show the weights training ended with
+        self._made_with[self._train_suffix] = self.session.model_stamp()
         self._schedule_zero_shot()  # an image chosen while training gets its prediction now
 
     def _on_error(self, exc: BaseException) -> None:
@@ -619,9 +619,7 @@ class MedSegWidget(ControlPanel):
             made = self._made_with.get(suffix)
             if made is None or made == self.session.model_stamp():
                 return
-            labels = [la for la in self.viewer.layers if isinstance(la, Labels)]
-            truth = self.truth_combo.layer()
-            drawn = scribbles_for(layer, labels, {truth.name} if truth is not None else ())
+            drawn = scribbles_for(layer, *self._labels_and_taken())
         problem = self.session.fit_problem(image_channels(layer), f"'{layer.name}'")
         if problem:
             self.status_label.setText(f"No prediction for '{layer.name}': {problem}")
@@ -659,9 +657,7 @@ class MedSegWidget(ControlPanel):
             "no model yet — press Train (or Load model) first",
         ):
             return None
-        labels = [la for la in self.viewer.layers if isinstance(la, Labels)]
-        truth = self.truth_combo.layer()
-        taken = {truth.name} if truth is not None else set()
+        labels, taken = self._labels_and_taken()
         items, left = [], []
         for layer in user_images(self.viewer.layers):
             problem = self.session.fit_problem(image_channels(layer), f"'{layer.name}'")
