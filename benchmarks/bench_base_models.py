@@ -268,6 +268,8 @@ def train_base(
         cfg.preset = cfg.preset or args.preset
         cfg.device, cfg.seed, cfg.preview_every_seconds = args.device, args.seed, None
         cfg.iterations, cfg.seconds = b["iterations"], b["seconds"]
+        if args.max_side is not None:  # the base's working resolution (lite: 128 px)
+            cfg.max_side = args.max_side
         if args.base_rw_weight is not None:  # an experiment: the walker's weight as teacher
             cfg.rw_weight = args.base_rw_weight
             if args.base_rw_weight == 0:
@@ -664,6 +666,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="experiment: the random walker's weight as the base's dense teacher (default: "
         "the preset's; 0 trains the base on the strokes and the trio's own pseudo labels only)",
+    )
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=None,
+        help="the base's working resolution, longest side in px (train --max-side; default: "
+        "the preset's, lite 128); fine-tuning and zero-shot keep the base's",
     )
     p.add_argument("--out", default=None, help="markdown file (also written to WORK/<run>/)")
     p.add_argument("--png", default=None, help="learning-curve PNG (default WORK/<run>/)")

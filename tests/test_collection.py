@@ -120,6 +120,18 @@ def test_an_acdc_fold_keeps_its_test_patients_out(tmp_path):
         open_collection(scribble_folder(tmp_path / "s")).acdc_fold(1)
 
 
+def test_train_data_max_side_sets_the_working_resolution(tmp_path):
+    """--max-side brings the median longest side (40 px here) to it; the card keeps it."""
+    data = scribble_folder(tmp_path / "d")
+    runs = {}
+    for side in ("20", "0"):
+        out = tmp_path / f"run{side}"
+        args = ["train", "--data", str(data), "--out", str(out), "--iterations", "1"]
+        assert main([*args, "--validate-every", "0", "--max-side", side, *FAST]) == 0
+        runs[side] = load_checkpoint(out / "model.pt").working_scale
+    assert runs["20"] == pytest.approx(0.5) and runs["0"] == 1.0
+
+
 def test_train_data_with_a_fold_trains_on_that_folds_patients_only(tmp_path):
     data = acdc_folder(tmp_path / "v", patients=(1, 21, 22, 23))
     out = tmp_path / "run"

@@ -543,6 +543,11 @@ CLI_CASES: list[Case] = [
         lambda d: _train(d, "img.tif", "scr.tif", "out", "--patch-size", "-1"),
         ("--patch-size",),
     ),  # fmt: skip
+    Case(
+        "max-side-8",
+        lambda d: _train(d, "img.tif", "scr.tif", "out", "--max-side", "8"),
+        ("--max-side 8 is too small",),
+    ),  # fmt: skip
     *[
         Case(
             f"lr-{v}", lambda d, v=v: _train(d, "img.tif", "scr.tif", "out", "--lr", v), ("--lr",)

@@ -43,11 +43,18 @@ def _check_budget(args) -> None:
     iterations = getattr(args, "iterations", None)
     if iterations is not None and iterations <= 0:
         raise CliError(f"--iterations must be a positive number, not {iterations}")
-    for option, name in (("--batch-size", "batch_size"), ("--patch-size", "patch_size")):
+    for option, name in (
+        ("--batch-size", "batch_size"),
+        ("--patch-size", "patch_size"),
+        ("--max-side", "max_side"),
+    ):
         v = getattr(args, name, None)
         low = 1 if name == "batch_size" else 0
         if v is not None and v < low:
             raise CliError(f"{option} must be at least {low}, not {v}")
+    side = getattr(args, "max_side", None)
+    if side is not None and 0 < side < 16:
+        raise CliError(f"--max-side {side} is too small: give at least 16 px, or 0 for native")
     for option, name in (("--lr", "lr"), ("--rw-weight", "rw_weight")):
         v = getattr(args, name, None)
         if v is not None and (not math.isfinite(v) or v < 0 or (name == "lr" and v == 0)):
@@ -72,7 +79,7 @@ def _config_from_args(args, defaults: dict | None = None, class_values=()):
         cfg.seconds, cfg.iterations = args.seconds, None
     elif args.iterations is not None:
         cfg.iterations, cfg.seconds = args.iterations, None
-    for name in ("batch_size", "patch_size", "lr", "rw_weight", "augment"):
+    for name in ("batch_size", "patch_size", "max_side", "lr", "rw_weight", "augment"):
         v = getattr(args, name, None)
         if v is not None:
             setattr(cfg, name, v)

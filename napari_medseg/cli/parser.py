@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--patch-size", type=int, default=None)
+    t.add_argument(
+        "--max-side",
+        type=int,
+        default=None,
+        help="working resolution: longest side in px the images are brought to (0: native; "
+        "default the preset's — lite 128, paper native; with --data the median image's side); "
+        "a --checkpoint keeps its own",
+    )
     t.add_argument("--lr", type=float, default=None)
     t.add_argument(
         "--augment",
