@@ -236,6 +236,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dataset", default="acdc", choices=["acdc", "kvasir_seg", "ph2", "samples"])
     p.add_argument("--limit", type=int, default=40)
+    p.add_argument("--skip", type=int, default=0, help="leave out the first N of the cases")
     p.add_argument("--steps", default="5,10,25,50,100,200")
     p.add_argument("--seconds", type=float, default=0.0)
     p.add_argument("--shape-prior", default="none")
@@ -261,6 +262,7 @@ def main() -> None:
             if args.dataset == "acdc"
             else rgb_cases(data, args.dataset, args.limit, args.seed)
         )
+    cases = cases[args.skip :]  # after the selection: simulated strokes keep their seeds
     hog = None
     if args.hog:
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -282,7 +284,8 @@ def main() -> None:
             hog.kill()
     import torch
 
-    machine = "one core busy with another process (--hog)" if args.hog else "nothing else running"
+    # the script cannot see other jobs: it only knows whether it ran its own hog
+    machine = "one core busy with another process (--hog)" if args.hog else "no deliberate hog"
     title = (
         f"Anytime floor, {args.dataset}, {len(cases)} cases, shape prior `{args.shape_prior}`, "
         f"default trio (lite) on cpu, torch {torch.__version__}, {torch.get_num_threads()} "
