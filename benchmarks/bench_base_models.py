@@ -268,6 +268,8 @@ def train_base(
         cfg.preset = cfg.preset or args.preset
         cfg.device, cfg.seed, cfg.preview_every_seconds = args.device, args.seed, None
         cfg.iterations, cfg.seconds = b["iterations"], b["seconds"]
+        if args.models:  # an experiment: other members than the trio
+            cfg.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
         if args.max_side is not None:  # the base's working resolution (lite: 128 px)
             cfg.max_side = args.max_side
         if args.base_rw_weight is not None:  # an experiment: the walker's weight as teacher
@@ -666,6 +668,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="experiment: the random walker's weight as the base's dense teacher (default: "
         "the preset's; 0 trains the base on the strokes and the trio's own pseudo labels only)",
+    )
+    p.add_argument(
+        "--models",
+        default=None,
+        help="experiment: the base's members, comma-separated (train --models; default the "
+        "trio unet,swin_unet,mamba_unet); fine-tuning keeps the base's",
     )
     p.add_argument(
         "--max-side",
