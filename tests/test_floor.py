@@ -8,6 +8,7 @@ import pytest
 from napari_medseg.training.floor import (
     AGREEMENT_RAMP,
     AREA_RATIO,
+    HELDOUT_CONTRARY,
     HELDOUT_MARGIN,
     MAX_BASE_SHARE,
     MAX_NETWORK_SHARE,
@@ -16,6 +17,8 @@ from napari_medseg.training.floor import (
     assess,
     base_share,
     confident_agreement,
+    contrary_evidence,
+    contrary_trust,
     floor_walker,
     heldout_share,
     network_share,
@@ -174,6 +177,37 @@ def test_heldout_share_needs_a_clear_win_over_the_walker():
     half = heldout_share({"networks": 0.8 + lo + width / 2, "walker": 0.8})
     assert half == pytest.approx(MAX_NETWORK_SHARE / 2)
     assert heldout_share({"networks": 1.0, "walker": 0.5}) == pytest.approx(MAX_NETWORK_SHARE)
+
+
+def test_a_heldout_win_does_not_outweigh_a_loud_contrary_sure_verdict():
+    """Kvasir `cju1dg44` after 5 steps: the networks scored 1.0 on the held-out strokes (the
+    walker seeded without them 0.6) while missing most of a small object the walker was sure
+    of, on a frame it was sure of almost everywhere — the held-out route gave them half the
+    output (Dice −0.167)."""
+    lo, hi = HELDOUT_CONTRARY
+    assert contrary_evidence(None, 0.5) is None and contrary_trust(None) == 1.0
+    assert contrary_evidence(0.5, 0.6) == pytest.approx(0.2)
+    assert contrary_trust(lo) == pytest.approx(1.0) and contrary_trust(hi) == 0.0
+    assert 0.0 < contrary_trust((lo + hi) / 2) < 1.0
+
+    n = 20
+    walker = np.zeros((1, 2, n, n), np.float32)
+    walker[0, 0], walker[0, 1] = 0.95, 0.05  # sure of background everywhere...
+    walker[0, 0, 8:12, 8:12], walker[0, 1, 8:12, 8:12] = 0.05, 0.95  # ...and of a small object
+    heldout = np.full((1, n, n), -1)
+    heldout[0, 0, :5] = 0  # held-out strokes: background, in one corner
+    labels = np.zeros((1, n, n), int)
+    labels[0, 8:10, 8:10] = 1  # a quarter of the object: per-class agreement ~0.70
+    probs = np.stack([1 - labels, labels], axis=1).astype(np.float32)
+    win = assess({"a": probs}, walker, heldout=heldout, walker_heldout=0.6)
+    assert win.heldout["networks"] == pytest.approx(1.0)
+    assert heldout_share(win.heldout) == pytest.approx(MAX_NETWORK_SHARE)  # the route alone
+    assert win.contrary > hi and win.network_share < MAX_NETWORK_SHARE * win.sure_fraction / 10
+    # networks that find the whole object keep what the held-out strokes earned them
+    labels[0, 8:12, 8:12] = 1
+    close = np.stack([1 - labels, labels], axis=1).astype(np.float32)
+    kept = assess({"a": close}, walker, heldout=heldout, walker_heldout=0.6)
+    assert kept.contrary == pytest.approx(0.0) and kept.network_share == pytest.approx(0.5)
 
 
 def _synthetic(kind: str, seed: int = 0):

@@ -13,7 +13,8 @@ ensemble comes to agree with the walker where the walker is sure of itself (prob
 networks whose structures are several times larger or smaller than the walker's
 (:data:`AREA_RATIO`). Networks that beat the walker clearly on the *held-out strokes*
 (:mod:`.holdout`: strokes neither they nor the teacher saw) earn the share that way too
-(:func:`heldout_share`): where the walker is poor, its sure pixels are partly wrong.
+(:func:`heldout_share`): where the walker is poor, its sure pixels are partly wrong — unless
+a large part of the image contradicts them (:func:`contrary_trust`).
 
 On ACDC the sure pixels are ~96 % of a slice and 99.5 % right: a network that paints
 structures far from the strokes, or misses a whole structure, disagrees there and gets no
@@ -55,6 +56,14 @@ AREA_RATIO = (3.0, 6.0)
 #: Held-out strokes: by how much the networks must beat a walker seeded without those strokes
 #: before they earn a share that way, and over what further margin it reaches the maximum.
 HELDOUT_MARGIN = (0.02, 0.08)
+#: The held-out route's share shrinks as the image's contrary evidence grows — the sure
+#: fraction times the networks' disagreement with the sure pixels (:func:`contrary_evidence`)
+#: — and is gone at the second value: a clear win on a few held-out strokes does not outweigh
+#: a frame that is sure almost everywhere and contradicts them (Kvasir `cju1dg44` after 5
+#: steps: sure 0.99, agreement 0.68, evidence 0.32, held-out 1.0 against the walker's 0.6,
+#: Dice −0.167; the brain sample after 25 steps: 0.61 × 0.22 = 0.14, +0.056). A fit to these
+#: two cases (BENCHMARKS §9, third round).
+HELDOUT_CONTRARY = (0.15, 0.25)
 #: The largest share a base model's validation record can bring: a base that beat the walker
 #: clearly on its dataset leads (the walker keeps a fifth, to break the networks' ties).
 MAX_BASE_SHARE = 0.8
@@ -74,6 +83,7 @@ class FloorReport:
     network_share: float = 1.0
     sure_fraction: float | None = None  # share of pixels where the walker is sure
     area_ratio: float | None = None  # worst networks/walker area ratio of a class (≥ 1)
+    contrary: float | None = None  # sure fraction × (1 − agreement): against the held-out route
     base_share: float = 0.0  # what a base model's validation earned before any stroke here
     weights: dict[str, float] = field(default_factory=dict)
     agreement: dict[str, float | None] = field(default_factory=dict)  # members + "networks"
@@ -209,6 +219,25 @@ def heldout_share(
     return float(max_share * np.clip((nets - walker - lo) / max(width, 1e-9), 0.0, 1.0))
 
 
+def contrary_evidence(sure_fraction: float | None, agreement: float | None) -> float | None:
+    """Sure fraction × (1 − agreement with the sure pixels); None when either is unknown."""
+    if sure_fraction is None or agreement is None:
+        return None
+    return float(sure_fraction * (1.0 - agreement))
+
+
+def contrary_trust(contrary: float | None, bounds: tuple[float, float] = HELDOUT_CONTRARY) -> float:
+    """How far the held-out route may be trusted against the sure pixels' verdict: 1 while the
+    contrary evidence stays within ``bounds[0]``, 0 from ``bounds[1]`` on, linear between (1
+    when it is unknown). The evidence is the sure fraction of the image times the networks'
+    disagreement there, 1 − their per-class Dice on the sure pixels (:func:`contrary_evidence`):
+    class-balanced, so that missing a small sure structure counts as much as a large one."""
+    if contrary is None:
+        return 1.0
+    lo, hi = bounds
+    return float(np.clip((hi - contrary) / max(hi - lo, 1e-9), 0.0, 1.0))
+
+
 def base_share(validation: Mapping | None, max_share: float = MAX_BASE_SHARE) -> float:
     """The share a base model brings from its dataset: its validation Dice against the floor
     walker's on the same validation files (``checkpoint.card["validation"]``).
@@ -311,11 +340,15 @@ def earn_share(
     # the frame where the polyp is 4 % of it (Dice 0.14 against 0.77)
     report.area_ratio = area_ratio(networks, walker)
     sure_share = report.sure_fraction * network_share(report.agreement["networks"], ramp, max_share)
+    # the held-out strokes are a handful of pixels: their verdict counts only where the sure
+    # pixels do not say loudly otherwise
+    report.contrary = contrary_evidence(report.sure_fraction, report.agreement["networks"])
+    held_share = heldout_share(report.heldout, max_share) * contrary_trust(report.contrary)
     # the area check guards the evidence from this image; a base's record is evidence from
     # many validated images, where the walker's sizes were the wrong ones (PH2: members at
     # 0.90 held at the walker's 0.25 by an area ratio of 6+ — the walker's lesion was too small)
     report.network_share = max(
-        area_trust(report.area_ratio) * max(sure_share, heldout_share(report.heldout, max_share)),
+        area_trust(report.area_ratio) * max(sure_share, held_share),
         report.base_share,
     )
     return report
