@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from napari_medseg.checkpoints import load_checkpoint  # noqa: E402
+from napari_medseg.cli.parser import _models_arg  # noqa: E402
 from napari_medseg.data.classes import ClassMap  # noqa: E402
 from napari_medseg.data.collection import Collection, open_collection  # noqa: E402
 from napari_medseg.data.datasets import find_data_dir  # noqa: E402
@@ -269,7 +270,7 @@ def train_base(
         cfg.device, cfg.seed, cfg.preview_every_seconds = args.device, args.seed, None
         cfg.iterations, cfg.seconds = b["iterations"], b["seconds"]
         if args.models:  # an experiment: other members than the trio
-            cfg.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+            cfg.models = _models_arg(args.models)  # as train --models parses it
         if args.max_side is not None:  # the base's working resolution (lite: 128 px)
             cfg.max_side = args.max_side
         if args.base_rw_weight is not None:  # an experiment: the walker's weight as teacher
