@@ -213,8 +213,26 @@ def acdc_parts(data: Path, seed: int, quick: bool, test_limit: int | None):
     return train, test
 
 
-def image_parts(run: str, data: Path, work: Path, seed: int, quick: bool, test_limit):
-    """(train, test) collections of Kvasir-SEG (split.json) or PH2 (30/10, seeded draw)."""
+def dense_view(view: Path) -> Path:
+    """``view``'s masks written beside it as fully drawn scribbles (an upper bound: every
+    pixel a stroke, the lossy masks thresholded as the collection reads them)."""
+    from skimage.io import imsave
+
+    from napari_medseg.data.collection import _read_mask
+
+    (view / "scribbles").mkdir(exist_ok=True)
+    for mask in sorted((view / "masks").iterdir()):
+        imsave(view / "scribbles" / f"{mask.stem}.png", _read_mask(mask), check_contrast=False)
+    return view
+
+
+def image_parts(
+    run: str, data: Path, work: Path, seed: int, quick: bool, test_limit, dense: bool = False
+):
+    """(train, test) collections of Kvasir-SEG (split.json) or PH2 (30/10, seeded draw).
+
+    ``dense``: the training part's strokes are its whole masks (an experiment: what full
+    supervision gives at the same budget); the test part keeps its simulated strokes."""
     name = DEFAULTS[run]["data"]
     src = data / name
     if run == "kvasir-base":
@@ -230,9 +248,11 @@ def image_parts(run: str, data: Path, work: Path, seed: int, quick: bool, test_l
     if test_limit:
         test_stems = test_stems[:test_limit]
     views = work / "views"
-    train = open_collection(
-        link_view(src, train_stems, views / "train" / name), simulate_scribbles=True, seed=seed
-    )
+    train_view = link_view(src, train_stems, views / "train" / name)
+    if dense:  # the masks' values are 0 and 255: 1 is free to mean "unlabelled"
+        train = open_collection(dense_view(train_view), unlabelled=1, seed=seed)
+    else:
+        train = open_collection(train_view, simulate_scribbles=True, seed=seed)
     test = open_collection(
         link_view(src, test_stems, views / "test" / name), simulate_scribbles=True, seed=seed
     )
@@ -566,7 +586,9 @@ def run_base(run: str, args, data: Path, work: Path, results: Results) -> str:
         train, test = acdc_parts(data, args.seed, args.quick, args.test_limit)
         prior_spec = args.shape_prior
     else:
-        train, test = image_parts(run, data, work, args.seed, args.quick, args.test_limit)
+        train, test = image_parts(
+            run, data, work, args.seed, args.quick, args.test_limit, args.dense_labels
+        )
         prior_spec = "none"
     b = budget(args.steps, args.seconds)
     ft = budget(args.ft_steps, args.ft_seconds)
@@ -683,6 +705,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the base's working resolution, longest side in px (train --max-side; default: "
         "the preset's, lite 128); fine-tuning and zero-shot keep the base's",
     )
+    p.add_argument(
+        "--dense-labels",
+        action="store_true",
+        help="experiment (kvasir-base, ph2-base): train the base on the whole masks instead "
+        "of simulated strokes — the full-supervision bound at the same budget",
+    )
     p.add_argument("--out", default=None, help="markdown file (also written to WORK/<run>/)")
     p.add_argument("--png", default=None, help="learning-curve PNG (default WORK/<run>/)")
     args = p.parse_args(argv)
@@ -719,6 +747,8 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in sorted(vars(args).items())
         if k not in ("work", "out", "png", "threads", "save_every", "data")
     }
+    if not settings["dense_labels"]:  # work folders from before the flag stay resumable
+        del settings["dense_labels"]
     check_settings(work, settings)
     results = Results(work / "results.jsonl")
     t0 = time.perf_counter()

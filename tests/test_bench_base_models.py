@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,7 +16,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_base_models  # noqa: E402
-from test_collection import acdc_folder  # noqa: E402
+from test_collection import acdc_folder, mask_folder  # noqa: E402
 
 FAST = ["--quick", "--threads", "1", "--steps", "2", "--ft-steps", "1", "--scratch-steps", "1"]
 
@@ -87,3 +88,28 @@ def test_learning_curve_adds_patients_one_at_a_time(data, tmp_path):
     table = (run / "results.md").read_text()
     assert "| 1 |" in table and "| 2 |" in table
     assert "learning_curve.png" in table  # written, or why not (matplotlib missing)
+
+
+def test_kvasir_base_with_dense_labels_trains_on_the_whole_masks(tmp_path):
+    """The full-supervision bound: the base's training files are the masks drawn everywhere
+    (every pixel a stroke, none unlabelled) while the test frames keep simulated strokes."""
+    kvasir = mask_folder(tmp_path / "data" / "kvasir_seg", n=4)
+    (kvasir / "split.json").write_text(
+        json.dumps({"train": ["frame0", "frame1"], "test": ["frame2", "frame3"]})
+    )
+    work = tmp_path / "work"
+    args = ["kvasir-base", "--data", str(tmp_path / "data"), "--work", str(work), *FAST]
+    assert bench_base_models.main([*args, "--dense-labels", "--val-fraction", "0"]) == 0
+    run = work / "kvasir-base-quick"
+    scribbles = sorted((run / "views" / "train" / "kvasir_seg" / "scribbles").iterdir())
+    assert [p.stem for p in scribbles] == ["frame0", "frame1"]
+    import imageio.v3 as iio
+
+    for p in scribbles:
+        mask = iio.imread(kvasir / "masks" / p.name)
+        assert np.array_equal(iio.imread(p), mask)  # drawn everywhere: the mask itself
+    card = bench_base_models.load_checkpoint(run / "base" / "model.pt").card
+    assert card["trained_on"]["images"] == 2
+    assert card["trained_on"]["scribbled_pixels"] == 2 * 40 * 44  # every pixel
+    methods = {r["method"] for r in _records(run / "results.jsonl")}
+    assert methods == {"zero-shot", "fine-tuned", "walker"}
