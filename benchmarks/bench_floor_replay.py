@@ -40,6 +40,7 @@ def dump(args) -> None:
 
     import napari_medseg.training.trainer as trainer_module
     from napari_medseg.data.datasets import find_data_dir
+    from napari_medseg.resolution import resize_seeds
     from napari_medseg.workflow import Task, Workflow
 
     torch.set_num_threads(args.threads)
@@ -93,13 +94,22 @@ def dump(args) -> None:
         )
         wf = Workflow(Task(unlabelled=case.unlabelled))
         cfg = anytime.TrainConfig(
-            device="cpu", preview_every_seconds=None, seed=args.seed, iterations=max(steps)
+            device="cpu",
+            preview_every_seconds=None,
+            seed=args.seed,
+            iterations=max(steps),
+            ring_holdout=args.ring,
         )
         wf.prepare([(case.image, case.scribbles)], cfg)
         for upd in wf.train():
             if upd.iteration in steps:
                 target["path"] = str(folder / f"s{upd.iteration}.npz")
                 seg = wf.predict(case.image)
+                ring = wf.trainer.ring
+                if ring is not None and not (folder / "ring.npz").is_file():
+                    # the held-out ring at the image's size (class indices, -1 elsewhere)
+                    native = resize_seeds(ring, case.truth.shape[-2:], len(values))
+                    np.savez_compressed(folder / "ring.npz", ring=native.astype(np.int8))
                 d = anytime.dice(seg.ensemble, case.truth, case.foreground)
                 print(f"{case.name} {upd.iteration} steps: ensemble {d:.3f}", flush=True)
             if upd.done or upd.iteration >= max(steps):
@@ -192,6 +202,13 @@ def main(argv=None) -> None:
     d.add_argument("--steps", default="5,10,25,50,100,200")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--threads", type=int, default=1)
+    d.add_argument(
+        "--ring",
+        type=int,
+        default=0,
+        help="experiment: hold this many working pixels of sure teacher pixels next to the "
+        "walker's unsure band out of training (TrainConfig.ring_holdout) and save them",
+    )
     d.add_argument("--out", required=True)
     r = sub.add_parser("replay", help="score the recorded and this tree's rule")
     r.add_argument("dumps", nargs="+", help="folders written by dump")

@@ -342,3 +342,50 @@ def test_a_slice_with_strokes_of_one_class_is_not_handed_to_the_networks():
     sure = truth[:, None].repeat(2, 1) * np.array([0.0, 1.0])[None, :, None, None]
     overruled = combine_predictions({"a": sure}, walker=walker, network_share=MAX_NETWORK_SHARE)
     assert overruled.ensemble[1].any()
+
+
+def test_sure_ring_is_the_sure_edge_next_to_the_unsure_band():
+    from napari_medseg.training.trainer import sure_ring
+
+    labels = np.zeros((12, 12), dtype=np.int64)
+    labels[:, 6:] = 1
+    labels[:, 5:7] = -1  # the walker hesitates on two columns
+    seeds = np.full((12, 12), -1, dtype=np.int64)
+    seeds[0, 4] = 0  # a stroke next to the band stays a stroke
+    ring = sure_ring(labels, seeds, 2)
+    expect = np.zeros((12, 12), dtype=bool)
+    expect[:, 3:5] = expect[:, 7:9] = True
+    expect[0, 4] = False
+    np.testing.assert_array_equal(ring, expect)
+    assert not sure_ring(np.zeros((4, 4), np.int64), seeds[:4, :4], 2).any()  # all sure
+    assert not sure_ring(np.full((4, 4), -1), seeds[:4, :4], 2).any()  # nothing sure
+
+
+def test_a_held_out_ring_is_kept_from_the_teacher_and_remembered():
+    """The ring experiment (TrainConfig.ring_holdout): the sure teacher pixels next to the
+    band are not taught, and the trainer keeps them (with the teacher's labels) to score."""
+    from scipy.ndimage import gaussian_filter
+
+    from napari_medseg.training import TrainConfig
+    from napari_medseg.training.trainer import TriNetTrainer
+
+    image, seeds, disc = _disc_image(48)
+    rng = np.random.default_rng(0)  # a soft, noisy edge: the walker hesitates along it
+    soft = gaussian_filter(disc.astype(np.float32), 3) + rng.normal(0, 0.05, disc.shape)
+    image = soft.astype(np.float32)[None, None]
+
+    def teacher(width):
+        cfg = TrainConfig(
+            models=("unet",), iterations=1, device="cpu", max_side=0, ring_holdout=width
+        )
+        tr = TriNetTrainer([image], [seeds], 2, cfg)
+        return tr._random_walker()[0], tr.ring
+
+    plain, no_ring = teacher(0)
+    held, ring = teacher(2)
+    assert no_ring is None and ring is not None and (ring >= 0).any()
+    taken = ring >= 0
+    assert (held[taken] == -1).all() and (plain[taken] >= 0).all()  # taught before, not now
+    np.testing.assert_array_equal(ring[taken], plain[taken])  # the teacher's own labels
+    np.testing.assert_array_equal(held[~taken], plain[~taken])  # nothing else changes
+    assert set(np.unique(ring[taken])) == {0, 1}  # both sides of the band

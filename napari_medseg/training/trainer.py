@@ -121,6 +121,10 @@ class TrainConfig:
     holdout_fraction: float = 0.2
     # stop once the networks' held-out agreement stops improving (seconds/iterations still cap)
     until_plateau: bool = False
+    # experiment (bench_floor_replay.py --ring): the previewed image's sure teacher pixels
+    # within this many working pixels of the walker's unsure band are held out of the dense
+    # teacher, so that agreement there tests how the networks extend the sure part (0: none)
+    ring_holdout: int = 0
 
     def __post_init__(self) -> None:
         self.check()
@@ -172,6 +176,7 @@ class TrainConfig:
                 "resolution) or at least 16 px"
             )
         number("holdout_fraction", self.holdout_fraction, 0, high=0.9)
+        number("ring_holdout", self.ring_holdout, 0, integer=True)
         if not self.models:
             raise ConfigError("no models selected — choose at least one, e.g. unet")
 
@@ -424,6 +429,7 @@ class TriNetTrainer:
         self._native_heldout = [h for _, h in parts]
         self._native_seeds = seeds
         self._rw: list[np.ndarray] | None = None  # rebuilt lazily (cached per slice)
+        self.ring: np.ndarray | None = None  # set with the teacher (ring_holdout)
         self._class_weights = None
         self._bn_key = None  # other strokes, other batches
 
@@ -465,18 +471,27 @@ class TriNetTrainer:
         """The walker's dense target: its labels where it is confident, -1 elsewhere."""
         out = []
         floor = 1.0 / self.num_classes + 1e-6  # uniform: the walker knows nothing there
+        self.ring = None
         for i, sd in enumerate(self._seeds):
             vol = np.full(sd.shape, -1, dtype=np.int64)
+            ring = np.full(sd.shape, -1, dtype=np.int64) if i == self.preview else None
             for z in range(sd.shape[0]):
                 labels, top = self._teacher(i, z)
                 lab = labels.astype(np.int64)
                 lab[(top < self.config.rw_confidence) | (top <= floor)] = -1
+                if ring is not None and self.config.ring_holdout > 0:
+                    near = sure_ring(lab, sd[z], self.config.ring_holdout)
+                    ring[z][near] = lab[near]
+                    lab[near] = -1
                 if self._base_labels is not None and self._base_labels[i].shape == sd.shape:
                     base = self._base_labels[i][z]
                     lab = np.where(base >= 0, base, lab)  # the validated base teaches first
                 vol[z] = np.where(sd[z] >= 0, sd[z], lab)
             if self.config.prior_on_teacher:
                 vol = apply_shape_prior(vol, sd, self.shape_prior)
+            if ring is not None and (ring >= 0).any():
+                vol[ring >= 0] = -1  # the prior's rules may have relabelled it
+                self.ring = ring
             out.append(vol)
         return out
 
@@ -1088,3 +1103,15 @@ class _Plateau:
     def reached(self, step: int) -> bool:
         patience = max(PLATEAU_MIN_STEPS, int(PLATEAU_SHARE * step))
         return self.best is not None and step - self.best_step >= patience
+
+
+def sure_ring(labels: np.ndarray, seeds: np.ndarray, width: int) -> np.ndarray:
+    """The sure teacher pixels (``labels`` ≥ 0, not strokes) within ``width`` pixels of an
+    unsure one (-1): where the walker's sure part meets the band it hesitates in (H, W bool).
+    Empty where the walker is sure everywhere or nowhere."""
+    from scipy.ndimage import binary_dilation
+
+    unsure = labels < 0
+    if not unsure.any() or unsure.all():
+        return np.zeros(labels.shape, dtype=bool)
+    return binary_dilation(unsure, iterations=width) & ~unsure & (seeds < 0)
