@@ -621,6 +621,8 @@ def run_base(run: str, args, data: Path, work: Path, results: Results) -> str:
         "ph2-base": "PH2, base on 30 images (seeded draw) with simulated strokes, scored on "
         "the other 10",
     }[run]
+    if getattr(args, "dense_labels", False):
+        what = what.replace("with simulated strokes", "with their whole masks (--dense-labels)")
     lines = [
         f"{what}: base {info['images']} files, {info['steps']} steps in "
         f"{info['seconds']:.0f} s ({budget_text(b)} budget). HD95 in voxels/pixels. "

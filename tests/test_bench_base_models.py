@@ -113,3 +113,4 @@ def test_kvasir_base_with_dense_labels_trains_on_the_whole_masks(tmp_path):
     assert card["trained_on"]["scribbled_pixels"] == 2 * 40 * 44  # every pixel
     methods = {r["method"] for r in _records(run / "results.jsonl")}
     assert methods == {"zero-shot", "fine-tuned", "walker"}
+    assert "with their whole masks (--dense-labels)" in (run / "results.md").read_text()
