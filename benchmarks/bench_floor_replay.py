@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_anytime as anytime  # noqa: E402
 
+from napari_medseg.shape_prior import ShapePrior, apply_shape_prior  # noqa: E402
 from napari_medseg.training.floor import FloorReport, earn_share  # noqa: E402
 
 
@@ -41,6 +42,7 @@ def dump(args) -> None:
     import napari_medseg.training.trainer as trainer_module
     from napari_medseg.data.datasets import find_data_dir
     from napari_medseg.resolution import resize_seeds
+    from napari_medseg.shape_prior import parse_shape_prior
     from napari_medseg.workflow import Task, Workflow
 
     torch.set_num_threads(args.threads)
@@ -55,8 +57,17 @@ def dump(args) -> None:
         walker, weights = k.get("walker"), a[1] if len(a) > 1 else k.get("weights")
         if target["path"] is not None and walker is not None and weights is not None:
             report = target["report"]
+            prior = a[2] if len(a) > 2 else k.get("prior")
+            seeds = a[3] if len(a) > 3 else k.get("seeds")
+            rules = {}
+            if prior is not None and seeds is not None and prior.active:
+                # the rules act on the mixed label map: replay re-applies them after mixing
+                rules = dict(
+                    prior=np.array([json.dumps(prior.to_dict())]), seeds=np.asarray(seeds, np.int8)
+                )
             np.savez_compressed(
                 target["path"],
+                **rules,
                 walker=walker.astype(np.float16),
                 share=k.get("network_share"),
                 weights=np.array([weights[key] for key in probs]),
@@ -93,12 +104,14 @@ def dump(args) -> None:
             values=np.array(values),
         )
         wf = Workflow(Task(unlabelled=case.unlabelled))
+        prior = parse_shape_prior(args.shape_prior, values)
         cfg = anytime.TrainConfig(
             device="cpu",
             preview_every_seconds=None,
             seed=args.seed,
             iterations=max(steps),
             ring_holdout=args.ring,
+            shape_prior=prior.to_dict() if prior.active else None,
         )
         wf.prepare([(case.image, case.scribbles)], cfg)
         for upd in wf.train():
@@ -126,6 +139,9 @@ def load(folder: Path):
             members = [d[k].astype(np.float32) for k in d.files if k.startswith("m_")]
             nets = sum(float(w) * m for w, m in zip(d["weights"], members))
             heldout = json.loads(str(d["heldout"][0])) if "heldout" in d.files else {}
+            rules = None
+            if "prior" in d.files:
+                rules = (ShapePrior.from_dict(json.loads(str(d["prior"][0]))), d["seeds"])
             yield (
                 case.name,
                 int(f.stem[1:]),
@@ -136,6 +152,7 @@ def load(folder: Path):
                 nets,
                 float(d["share"]),
                 heldout,
+                rules,
             )
 
 
@@ -143,12 +160,23 @@ def replay(args) -> None:
     lines = []
     for folder in map(Path, args.dumps):
         rows: dict[int, dict[str, list[float]]] = {}
-        for _, step, truth, values, fg, walker, nets, recorded, heldout in load(folder):
+        for _, step, truth, values, fg, walker, nets, recorded, heldout, rules in load(folder):
             report = earn_share(FloorReport(heldout=heldout), nets.argmax(axis=1), walker)
 
-            def score(share: float, walker=walker, nets=nets, values=values, truth=truth, fg=fg):
+            def score(
+                share: float,
+                walker=walker,
+                nets=nets,
+                values=values,
+                truth=truth,
+                fg=fg,
+                rules=rules,
+            ):
                 mix = (1.0 - share) * walker + share * nets
-                return anytime.dice(values[mix.argmax(axis=1)], truth, fg)
+                idx = mix.argmax(axis=1).astype(np.uint8)
+                if rules is not None:  # the shape prior the run trained with, as predict applies it
+                    idx = apply_shape_prior(idx, rules[1], rules[0])
+                return anytime.dice(values[idx], truth, fg)
 
             r = rows.setdefault(step, {})
             for key, value in (
@@ -192,6 +220,79 @@ def replay(args) -> None:
         Path(args.out).write_text(text + "\n")
 
 
+def ring_agreement(pred: np.ndarray, ring: np.ndarray) -> float:
+    """Share of the held-out ring's pixels (class indices, -1 elsewhere) ``pred`` matches."""
+    held = ring >= 0
+    return float((pred[held] == ring[held]).mean()) if held.any() else float("nan")
+
+
+def ring(args) -> None:
+    """The ring experiment's question: does agreement on sure pixels the networks never
+    trained on (``dump --ring``) tell the budgets where they beat the walker from those
+    where they lose? Prints, per budget, the cases sorted by that agreement."""
+    lines = []
+    for folder in map(Path, args.dumps):
+        by_step: dict[int, list[tuple]] = {}
+        for case in sorted(p for p in folder.iterdir() if p.is_dir()):
+            if not (case / "ring.npz").is_file():
+                continue
+            held = np.load(case / "ring.npz")["ring"]
+            held = held[None] if held.ndim == 2 else held
+            t = np.load(case / "truth.npz")
+            truth = t["truth"][None] if t["truth"].ndim == 2 else t["truth"]
+            values, fg = t["values"], tuple(t["fg"])
+            for f in sorted(case.glob("s*.npz"), key=lambda f: int(f.stem[1:])):
+                d = np.load(f, allow_pickle=True)
+                walker = d["walker"].astype(np.float32)
+                members = [d[k].astype(np.float32) for k in d.files if k.startswith("m_")]
+                nets = sum(float(w) * m for w, m in zip(d["weights"], members))
+                share = float(d["share"])
+                mix = (1.0 - share) * walker + share * nets
+
+                def score(p, values=values, truth=truth, fg=fg):
+                    return anytime.dice(values[p.argmax(axis=1)], truth, fg)
+
+                w = score(walker)
+                by_step.setdefault(int(f.stem[1:]), []).append(
+                    (
+                        case.name,
+                        w,
+                        score(mix) - w,
+                        score(nets) - w,
+                        share,
+                        ring_agreement(nets.argmax(axis=1), held),
+                        ring_agreement(walker.argmax(axis=1), held),
+                        int((held >= 0).sum()),
+                    )
+                )
+        lines += [f"**{folder.name}**: ring experiment", ""]
+        for step in sorted(by_step):
+            rows = sorted(by_step[step], key=lambda r: r[5])
+            gain, nets_gain, agree = (np.array([r[i] for r in rows]) for i in (2, 3, 5))
+            ok = np.isfinite(agree)
+            corr = np.corrcoef(agree[ok], nets_gain[ok])[0, 1] if ok.sum() > 2 else float("nan")
+            lines += [
+                f"{step} steps: correlation of the networks' ring agreement with their gain "
+                f"over the walker {corr:+.2f}; ensemble gain {gain.mean():+.3f}, "
+                f"{int((gain < -1e-9).sum())} of {len(rows)} below",
+                "",
+                "| case | walker | ensemble − walker | networks − walker | share | "
+                "networks' ring agreement | walker's | ring pixels |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {r[0]} | {r[1]:.3f} | {r[2]:+.3f} | {r[3]:+.3f} | {r[4]:.2f} | {r[5]:.3f} | "
+                f"{r[6]:.3f} | {r[7]} |"
+                for r in rows
+            ]
+            lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -209,12 +310,21 @@ def main(argv=None) -> None:
         help="experiment: hold this many working pixels of sure teacher pixels next to the "
         "walker's unsure band out of training (TrainConfig.ring_holdout) and save them",
     )
+    d.add_argument(
+        "--shape-prior",
+        default="none",
+        help="train and predict with these anatomical rules (e.g. cardiac); replay re-applies "
+        "them after mixing",
+    )
     d.add_argument("--out", required=True)
     r = sub.add_parser("replay", help="score the recorded and this tree's rule")
     r.add_argument("dumps", nargs="+", help="folders written by dump")
     r.add_argument("--out", default=None, help="markdown file")
+    g = sub.add_parser("ring", help="the ring experiment: ring agreement against gain")
+    g.add_argument("dumps", nargs="+", help="folders written by dump --ring")
+    g.add_argument("--out", default=None, help="markdown file")
     args = p.parse_args(argv)
-    dump(args) if args.command == "dump" else replay(args)
+    {"dump": dump, "replay": replay, "ring": ring}[args.command](args)
 
 
 if __name__ == "__main__":

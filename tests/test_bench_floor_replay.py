@@ -1,0 +1,89 @@
+"""benchmarks/bench_floor_replay.py on a hand-made recording: replay scores the recorded mix,
+re-applies the shape prior a run trained with, and the ring experiment measures agreement on
+the held-out ring (issue 11)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_floor_replay  # noqa: E402
+
+
+def _probs(labels: np.ndarray) -> np.ndarray:
+    """One-hot (1, 2, H, W) float16 probabilities of a (H, W) 0/1 label map."""
+    p = np.stack([labels == 0, labels == 1]).astype(np.float16)[None]
+    return 0.9 * p + 0.05
+
+
+def _recording(folder: Path, walker: np.ndarray, nets: np.ndarray, share: float, **extra):
+    """One case, one budget (5 steps), the truth a filled 4x4 square."""
+    truth = np.zeros((8, 8), np.uint8)
+    truth[2:6, 2:6] = 1
+    case = folder / "frame1"
+    case.mkdir(parents=True)
+    np.savez_compressed(case / "truth.npz", truth=truth, fg=np.array([1]), values=np.array([0, 1]))
+    np.savez_compressed(
+        case / "s5.npz",
+        walker=_probs(walker),
+        share=share,
+        weights=np.array([1.0]),
+        heldout=np.array([json.dumps({})]),
+        m_unet=_probs(nets),
+        **extra,
+    )
+    return truth
+
+
+def _row(text: str) -> list[str]:
+    return next(line for line in text.splitlines() if line.startswith("| 5 |")).split(" | ")
+
+
+def test_replay_scores_the_recorded_mix(tmp_path, capsys):
+    truth = np.zeros((8, 8), np.uint8)
+    truth[2:6, 2:6] = 1
+    walker = truth.copy()
+    walker[2, 2:6] = 0  # the walker misses a row of the square: Dice 12/14
+    _recording(tmp_path / "rec", walker, truth, share=0.9)  # networks exact, share 0.9
+    bench_floor_replay.main(["replay", str(tmp_path / "rec")])
+    row = _row(capsys.readouterr().out)
+    assert row[1] == "0.857"  # walker
+    assert row[2] == "1.000"  # networks alone
+    assert row[3].startswith("1.000 (+0.143 / +0.143 / 0 of 1)")  # recorded share: their mix
+
+
+def test_replay_applies_the_prior_the_run_trained_with(tmp_path, capsys):
+    truth = np.zeros((8, 8), np.uint8)
+    truth[2:6, 2:6] = 1
+    walker = truth.copy()
+    walker[3:5, 3:5] = 0  # a hole in the square that the convex rule fills
+    seeds = np.full((1, 8, 8), -1, np.int64)
+    seeds[0, 0, 0], seeds[0, 2, 2] = 0, 1
+    prior = json.dumps({"exhaustive_slices": False, "convex": [1], "walls": []})
+    _recording(tmp_path / "rec", walker, walker, share=0.0, prior=np.array([prior]), seeds=seeds)
+    bench_floor_replay.main(["replay", str(tmp_path / "rec")])
+    row = _row(capsys.readouterr().out)
+    assert row[1] == "1.000"  # the hole filled: what predict with the prior shows
+
+
+def test_ring_reports_the_networks_agreement_on_the_held_out_ring(tmp_path, capsys):
+    truth = np.zeros((8, 8), np.uint8)
+    truth[2:6, 2:6] = 1
+    nets = truth.copy()
+    nets[2, 2:6] = 0  # wrong on the top row of the square
+    _recording(tmp_path / "rec", truth, nets, share=0.5)
+    ring = np.full((8, 8), -1, np.int8)
+    ring[2, 2:6] = 1  # the held-out ring: the top row (4 pixels) and 4 background pixels
+    ring[1, 2:6] = 0
+    np.savez_compressed(tmp_path / "rec" / "frame1" / "ring.npz", ring=ring)
+    bench_floor_replay.main(["ring", str(tmp_path / "rec")])
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("| frame1 |"))
+    # networks: 4 of 8 ring pixels right; walker: all 8; 8 ring pixels
+    assert line.endswith("| 0.500 | 1.000 | 8 |")
