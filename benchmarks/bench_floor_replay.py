@@ -129,8 +129,18 @@ def dump(args) -> None:
                 break
 
 
+def emit(lines: list[str], out: str | None) -> None:
+    """Print a markdown report and, with ``out``, write it there too."""
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
+
+
 def load(folder: Path):
-    """Per case and budget: truth, values, foreground, walker, weighted networks, records."""
+    """Per case and budget: its folder, the step, truth, values, foreground, walker, weighted
+    networks, the recorded share, held-out scores and the prior's rules."""
     for case in sorted(p for p in folder.iterdir() if p.is_dir()):
         t = np.load(case / "truth.npz")
         truth = t["truth"][None] if t["truth"].ndim == 2 else t["truth"]
@@ -143,7 +153,7 @@ def load(folder: Path):
             if "prior" in d.files:
                 rules = (ShapePrior.from_dict(json.loads(str(d["prior"][0]))), d["seeds"])
             yield (
-                case.name,
+                case,
                 int(f.stem[1:]),
                 truth,
                 t["values"],
@@ -213,11 +223,7 @@ def replay(args) -> None:
                 f"{r['share recorded'].mean():.2f} / {r['share this tree'].mean():.2f} |"
             )
         lines.append("")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(lines, args.out)
 
 
 def ring_agreement(pred: np.ndarray, ring: np.ndarray) -> float:
@@ -233,38 +239,28 @@ def ring(args) -> None:
     lines = []
     for folder in map(Path, args.dumps):
         by_step: dict[int, list[tuple]] = {}
-        for case in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for case, step, truth, values, fg, walker, nets, share, _, _ in load(folder):
             if not (case / "ring.npz").is_file():
                 continue
             held = np.load(case / "ring.npz")["ring"]
             held = held[None] if held.ndim == 2 else held
-            t = np.load(case / "truth.npz")
-            truth = t["truth"][None] if t["truth"].ndim == 2 else t["truth"]
-            values, fg = t["values"], tuple(t["fg"])
-            for f in sorted(case.glob("s*.npz"), key=lambda f: int(f.stem[1:])):
-                d = np.load(f, allow_pickle=True)
-                walker = d["walker"].astype(np.float32)
-                members = [d[k].astype(np.float32) for k in d.files if k.startswith("m_")]
-                nets = sum(float(w) * m for w, m in zip(d["weights"], members))
-                share = float(d["share"])
-                mix = (1.0 - share) * walker + share * nets
 
-                def score(p, values=values, truth=truth, fg=fg):
-                    return anytime.dice(values[p.argmax(axis=1)], truth, fg)
+            def score(p, values=values, truth=truth, fg=fg):
+                return anytime.dice(values[p.argmax(axis=1)], truth, fg)
 
-                w = score(walker)
-                by_step.setdefault(int(f.stem[1:]), []).append(
-                    (
-                        case.name,
-                        w,
-                        score(mix) - w,
-                        score(nets) - w,
-                        share,
-                        ring_agreement(nets.argmax(axis=1), held),
-                        ring_agreement(walker.argmax(axis=1), held),
-                        int((held >= 0).sum()),
-                    )
+            w = score(walker)
+            by_step.setdefault(step, []).append(
+                (
+                    case.name,
+                    w,
+                    score((1.0 - share) * walker + share * nets) - w,
+                    score(nets) - w,
+                    share,
+                    ring_agreement(nets.argmax(axis=1), held),
+                    ring_agreement(walker.argmax(axis=1), held),
+                    int((held >= 0).sum()),
                 )
+            )
         lines += [f"**{folder.name}**: ring experiment", ""]
         for step in sorted(by_step):
             rows = sorted(by_step[step], key=lambda r: r[5])
@@ -286,11 +282,7 @@ def ring(args) -> None:
                 for r in rows
             ]
             lines.append("")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(lines, args.out)
 
 
 def main(argv=None) -> None:
