@@ -112,6 +112,7 @@ def dump(args) -> None:
             iterations=max(steps),
             ring_holdout=args.ring,
             shape_prior=prior.to_dict() if prior.active else None,
+            **settings(args.set),
         )
         wf.prepare([(case.image, case.scribbles)], cfg)
         for upd in wf.train():
@@ -127,6 +128,21 @@ def dump(args) -> None:
                 print(f"{case.name} {upd.iteration} steps: ensemble {d:.3f}", flush=True)
             if upd.done or upd.iteration >= max(steps):
                 break
+
+
+def settings(pairs: list[str]) -> dict:
+    """``--set key=value`` pairs as TrainConfig keyword arguments (values read as JSON, so
+    ``pseudo_weight=0`` is a number; anything else stays a string)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            sys.exit(f"--set {pair!r}: write it as key=value, e.g. pseudo_weight=0")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def emit(lines: list[str], out: str | None) -> None:
@@ -307,6 +323,13 @@ def main(argv=None) -> None:
         default="none",
         help="train and predict with these anatomical rules (e.g. cardiac); replay re-applies "
         "them after mixing",
+    )
+    d.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="experiment: a TrainConfig setting for every case (repeatable), e.g. pseudo_weight=0",
     )
     d.add_argument("--out", required=True)
     r = sub.add_parser("replay", help="score the recorded and this tree's rule")

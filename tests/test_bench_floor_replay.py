@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -87,3 +88,10 @@ def test_ring_reports_the_networks_agreement_on_the_held_out_ring(tmp_path, caps
     line = next(x for x in out.splitlines() if x.startswith("| frame1 |"))
     # networks: 4 of 8 ring pixels right; walker: all 8; 8 ring pixels
     assert line.endswith("| 0.500 | 1.000 | 8 |")
+
+
+def test_set_reads_numbers_as_numbers_and_refuses_a_bare_key():
+    got = bench_floor_replay.settings(["pseudo_weight=0", 'models=["unet"]', "device=cpu"])
+    assert got == {"pseudo_weight": 0, "models": ["unet"], "device": "cpu"}
+    with pytest.raises(SystemExit, match="key=value"):
+        bench_floor_replay.settings(["pseudo_weight"])
