@@ -716,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="markdown file (also written to WORK/<run>/)")
     p.add_argument("--png", default=None, help="learning-curve PNG (default WORK/<run>/)")
     args = p.parse_args(argv)
+    if args.dense_labels and args.run not in ("kvasir-base", "ph2-base"):
+        p.error(f"--dense-labels is for kvasir-base and ph2-base, not {args.run}")
     d = DEFAULTS[args.run]
     if args.val_fraction is None:
         args.val_fraction = d["val"]

@@ -114,3 +114,9 @@ def test_kvasir_base_with_dense_labels_trains_on_the_whole_masks(tmp_path):
     methods = {r["method"] for r in _records(run / "results.jsonl")}
     assert methods == {"zero-shot", "fine-tuned", "walker"}
     assert "with their whole masks (--dense-labels)" in (run / "results.md").read_text()
+
+
+def test_dense_labels_is_refused_where_it_would_be_ignored(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bench_base_models.main(["acdc-base", "--work", str(tmp_path), "--dense-labels", *FAST])
+    assert "--dense-labels is for kvasir-base and ph2-base" in capsys.readouterr().err
