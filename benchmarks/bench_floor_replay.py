@@ -182,6 +182,15 @@ def load(folder: Path):
             )
 
 
+def mixed_dice(share, walker, nets, values, truth, fg, rules) -> float:
+    """Dice of the floor's mix at ``share`` (0: the walker, 1: the networks), with the prior's
+    ``rules`` (or None) applied after mixing, as ``Workflow.predict`` applies them."""
+    idx = ((1.0 - share) * walker + share * nets).argmax(axis=1).astype(np.uint8)
+    if rules is not None:
+        idx = apply_shape_prior(idx, rules[1], rules[0])
+    return anytime.dice(values[idx], truth, fg)
+
+
 def replay(args) -> None:
     lines = []
     for folder in map(Path, args.dumps):
@@ -189,27 +198,13 @@ def replay(args) -> None:
         for _, step, truth, values, fg, walker, nets, recorded, heldout, rules in load(folder):
             report = earn_share(FloorReport(heldout=heldout), nets.argmax(axis=1), walker)
 
-            def score(
-                share: float,
-                walker=walker,
-                nets=nets,
-                values=values,
-                truth=truth,
-                fg=fg,
-                rules=rules,
-            ):
-                mix = (1.0 - share) * walker + share * nets
-                idx = mix.argmax(axis=1).astype(np.uint8)
-                if rules is not None:  # the shape prior the run trained with, as predict applies it
-                    idx = apply_shape_prior(idx, rules[1], rules[0])
-                return anytime.dice(values[idx], truth, fg)
-
+            case = (walker, nets, values, truth, fg, rules)
             r = rows.setdefault(step, {})
             for key, value in (
-                ("walker", score(0.0)),
-                ("networks", score(1.0)),
-                ("recorded", score(recorded)),
-                ("this tree", score(report.network_share)),
+                ("walker", mixed_dice(0.0, *case)),
+                ("networks", mixed_dice(1.0, *case)),
+                ("recorded", mixed_dice(recorded, *case)),
+                ("this tree", mixed_dice(report.network_share, *case)),
                 ("share recorded", recorded),
                 ("share this tree", report.network_share),
             ):
@@ -255,22 +250,20 @@ def ring(args) -> None:
     lines = []
     for folder in map(Path, args.dumps):
         by_step: dict[int, list[tuple]] = {}
-        for case, step, truth, values, fg, walker, nets, share, _, _ in load(folder):
+        for case, step, truth, values, fg, walker, nets, share, _, rules in load(folder):
             if not (case / "ring.npz").is_file():
                 continue
             held = np.load(case / "ring.npz")["ring"]
             held = held[None] if held.ndim == 2 else held
 
-            def score(p, values=values, truth=truth, fg=fg):
-                return anytime.dice(values[p.argmax(axis=1)], truth, fg)
-
-            w = score(walker)
+            parts = (walker, nets, values, truth, fg, rules)
+            w = mixed_dice(0.0, *parts)
             by_step.setdefault(step, []).append(
                 (
                     case.name,
                     w,
-                    score((1.0 - share) * walker + share * nets) - w,
-                    score(nets) - w,
+                    mixed_dice(share, *parts) - w,
+                    mixed_dice(1.0, *parts) - w,
                     share,
                     ring_agreement(nets.argmax(axis=1), held),
                     ring_agreement(walker.argmax(axis=1), held),
