@@ -218,11 +218,11 @@ def dense_view(view: Path) -> Path:
     pixel a stroke, the lossy masks thresholded as the collection reads them)."""
     from skimage.io import imsave
 
-    from napari_medseg.data.collection import _read_mask
+    from napari_medseg.data.collection import read_mask
 
     (view / "scribbles").mkdir(exist_ok=True)
     for mask in sorted((view / "masks").iterdir()):
-        imsave(view / "scribbles" / f"{mask.stem}.png", _read_mask(mask), check_contrast=False)
+        imsave(view / "scribbles" / f"{mask.stem}.png", read_mask(mask), check_contrast=False)
     return view
 
 

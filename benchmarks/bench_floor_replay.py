@@ -133,11 +133,16 @@ def dump(args) -> None:
 def settings(pairs: list[str]) -> dict:
     """``--set key=value`` pairs as TrainConfig keyword arguments (values read as JSON, so
     ``pseudo_weight=0`` is a number; anything else stays a string)."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(anytime.TrainConfig)}
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             sys.exit(f"--set {pair!r}: write it as key=value, e.g. pseudo_weight=0")
+        if key not in known:
+            sys.exit(f"--set {pair!r}: TrainConfig has no setting {key!r} — one of {sorted(known)}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -90,8 +90,10 @@ def test_ring_reports_the_networks_agreement_on_the_held_out_ring(tmp_path, caps
     assert line.endswith("| 0.500 | 1.000 | 8 |")
 
 
-def test_set_reads_numbers_as_numbers_and_refuses_a_bare_key():
+def test_set_reads_numbers_as_numbers_and_refuses_a_bare_or_unknown_key():
     got = bench_floor_replay.settings(["pseudo_weight=0", 'models=["unet"]', "device=cpu"])
     assert got == {"pseudo_weight": 0, "models": ["unet"], "device": "cpu"}
     with pytest.raises(SystemExit, match="key=value"):
         bench_floor_replay.settings(["pseudo_weight"])
+    with pytest.raises(SystemExit, match="no setting 'pseudo_wieght'"):
+        bench_floor_replay.settings(["pseudo_wieght=0"])

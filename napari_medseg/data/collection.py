@@ -195,7 +195,7 @@ class Collection:
     def _truth(self, item: CollectionItem) -> np.ndarray | None:
         if item.truth is None:
             return None
-        return _read_mask(item.truth)
+        return read_mask(item.truth)
 
     def _simulate(self, item: CollectionItem, dense: np.ndarray | None) -> np.ndarray:
         from .scribbles import simulate_scribbles
@@ -260,7 +260,7 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     return list(files_by_stem(folder, (*_IMAGE_SUFFIXES, ".h5", ".hdf5")).values())
 
 
-def _read_mask(path: Path) -> np.ndarray:
+def read_mask(path: Path) -> np.ndarray:
     """A dense label map as stored; lossy (JPEG) masks thresholded to 0/255."""
     if path.suffix.lower() in _LOSSY:
         from .datasets import binarize_mask
@@ -270,7 +270,7 @@ def _read_mask(path: Path) -> np.ndarray:
 
 
 def _shape_and_values(path: Path) -> tuple[tuple[int, ...], set[int]]:
-    arr = _read_mask(path)
+    arr = read_mask(path)
     return tuple(arr.shape), {int(v) for v in np.unique(arr)}
 
 
