@@ -23,6 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -55,6 +56,7 @@ from .pseudo_labels import (
     random_walker_probabilities,
 )
 from .schedule import poly_lr
+from .weight_average import WeightAverage
 
 DEFAULT_TRIO = ("unet", "swin_unet", "mamba_unet")
 
@@ -125,6 +127,9 @@ class TrainConfig:
     # within this many working pixels of the walker's unsure band are held out of the dense
     # teacher, so that agreement there tests how the networks extend the sure part (0: none)
     ring_holdout: int = 0
+    # experiment (training/weight_average.py): predict from an exponential moving average of
+    # each network's weights with this decay (0: from the current weights)
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         self.check()
@@ -177,6 +182,12 @@ class TrainConfig:
             )
         number("holdout_fraction", self.holdout_fraction, 0, high=0.9)
         number("ring_holdout", self.ring_holdout, 0, integer=True)
+        number("ema_decay", self.ema_decay, 0)
+        if self.ema_decay is not None and self.ema_decay >= 1:
+            raise ConfigError(
+                f"training setting ema_decay={self.ema_decay!r} is not allowed: give 0 (off) "
+                "or a decay below 1, e.g. 0.95"
+            )
         if not self.models:
             raise ConfigError("no models selected — choose at least one, e.g. unet")
 
@@ -314,6 +325,8 @@ class TriNetTrainer:
                 name, self.in_channels, self.num_classes, cfg.preset
             ).to(self.device)
         self.optimizers = {k: self._make_optimizer(m) for k, m in self.models.items()}
+        self._average: WeightAverage | None = None
+        self._restart_average()
         self.iteration = 0
         # how well each member fits the trustworthy part of its target, and the held-out
         # strokes (running averages over training batches): the members' weights
@@ -368,6 +381,7 @@ class TriNetTrainer:
         self.distributed = distributed
         if distributed is not None:
             distributed.broadcast_weights(self.models.values())
+            self._restart_average()
 
     def reseed(self, seed: int) -> None:
         """New generators for batches, augmentation and dropout (a resumed run should not
@@ -650,6 +664,8 @@ class TriNetTrainer:
             self.distributed.average_gradients(self.models.values())
         for opt in self.optimizers.values():
             opt.step()
+        if self._average is not None:
+            self._average.update()
         losses["total"] = float(total.detach())
         return losses, lr
 
@@ -947,11 +963,12 @@ class TriNetTrainer:
         it (one slice), so that the part is predicted as in the whole.
         Without strokes the networks alone answer, weighted by their running scores.
         """
-        if self.iteration < BN_RECALIBRATE_BELOW:
-            self._recalibrate_batchnorm(bn_batches)
-        probs = predict_models(
-            self.models, image, self.device, self.scale, self.config.predict_batch_size
-        )
+        with self._predicting_weights():
+            if self.iteration < BN_RECALIBRATE_BELOW:
+                self._recalibrate_batchnorm(bn_batches)
+            probs = predict_models(
+                self.models, image, self.device, self.scale, self.config.predict_batch_size
+            )
         has_strokes = seeds is not None and bool((np.asarray(seeds) >= 0).any())
         walker = self._floor_walker(image, seeds) if self.config.floor and has_strokes else None
         report = None
@@ -973,6 +990,25 @@ class TriNetTrainer:
         pred.report = report
         return pred
 
+    def _restart_average(self) -> None:
+        """Starts the weight average (``ema_decay``) from the networks' current weights."""
+        decay = self.config.ema_decay or 0.0
+        self._average = WeightAverage(self.models, decay) if decay > 0 else None
+        self._averaged = False
+
+    @contextmanager
+    def _predicting_weights(self) -> Iterator[None]:
+        """The networks carry the weights that predict: the average when there is one."""
+        if self._average is None:
+            yield
+            return
+        with self._average.applied():
+            self._averaged = True
+            try:
+                yield
+            finally:
+                self._averaged = False
+
     @torch.no_grad()
     def _recalibrate_batchnorm(self, batches: int = BN_RECALIBRATE_BATCHES) -> None:
         """Re-estimates BatchNorm statistics from training batches before predicting.
@@ -992,7 +1028,7 @@ class TriNetTrainer:
         # the batches are drawn with restored generators: the same step and the same batches
         # give the same statistics, so predicting many images between two steps (a dataset's
         # validation files) re-estimates them once
-        key = (self.iteration, batches, self.config.batch_size)
+        key = (self.iteration, batches, self.config.batch_size, self._averaged)
         if self._bn_key == key:
             return
         saved = [(b, b.momentum) for b in bns]
@@ -1073,6 +1109,7 @@ class TriNetTrainer:
                     pass  # optimiser layout changed: momentum restarts, weights are kept
         self.iteration = int(state.iteration)
         self._bn_key = None
+        self._restart_average()
         scores = state.member_scores or {}
         self.member_scores = {k: float(scores[k]) for k in self.keys if k in scores}
         for k, v in state.metadata.items():
