@@ -80,6 +80,23 @@ def default_preset(device) -> str:
     return "paper" if kind == "cuda" else "lite"
 
 
+#: What training on a single 2-D image (one slice in all: a photo, an endoscopy frame, one
+#: MRI slice) changes in each preset's recipe, for the fields the user left unset. Whole
+#: slices make every batch of such an image four copies of one picture: augmentation is then
+#: the networks' only variety. Measured with the floor (BENCHMARKS §9, fifth round): 12 Kvasir
+#: frames, ensemble − walker +0.020 → +0.057 at 200 steps and worst case −0.130 → −0.006;
+#: on ACDC stacks (10 slices) it slowed the networks (50 steps: 0.77 → 0.46) and stays off.
+SINGLE_SLICE_RECIPES: dict[str, dict] = {
+    "lite": dict(augment=True),
+    "paper": dict(),
+}
+
+
+def single_slice_recipe(name: str) -> dict:
+    """What :data:`SINGLE_SLICE_RECIPES` changes for one 2-D image in preset ``name``."""
+    return dict(SINGLE_SLICE_RECIPES[check_preset(name)])
+
+
 def dataset_recipe(name: str) -> dict:
     """What :data:`DATASET_RECIPES` changes for a dataset in preset ``name`` (a copy)."""
     return dict(DATASET_RECIPES[check_preset(name)])

@@ -461,3 +461,20 @@ def test_shape_prior_shapes_predictions_and_the_walker_target():
     rw_shaped = tr._random_walker()[0]
     assert (rw_raw[0, 26:30, 17:19] != 1).any() and (rw_shaped[0, 26:30, 17:19] == 1).all()
     np.testing.assert_array_equal(rw_shaped, apply_shape_prior(rw_raw, tr._seeds[0], prior))
+
+
+def test_a_single_2d_image_is_augmented_by_default_and_a_stack_is_not():
+    """lite's SINGLE_SLICE_RECIPES: a one-slice image's batches are copies of one picture."""
+    image = np.random.default_rng(0).random((1, 1, 32, 32)).astype(np.float32)
+    seeds = np.full((1, 32, 32), -1, np.int64)
+    seeds[0, 2, 2:30], seeds[0, 16, 10:20] = 0, 1
+
+    def resolved(images, seeds_list, **kw):
+        cfg = TrainConfig(models=("unet",), iterations=1, device="cpu", max_side=0, **kw)
+        return TriNetTrainer(images, seeds_list, 2, cfg, preview=None).config.augment
+
+    assert resolved([image], [seeds]) is True
+    stack, stack_seeds = np.concatenate([image, image]), np.concatenate([seeds, seeds])
+    assert resolved([stack], [stack_seeds]) is False
+    assert resolved([image, image], [seeds, seeds]) is False  # two images: variety enough
+    assert resolved([image], [seeds], augment=False) is False  # the user's choice stands

@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="rot90/flip/rotation/gamma augmentation (default: the preset's recipe — off for "
-        "one image in lite, on for a dataset)",
+        help="rot90/flip/rotation/gamma augmentation (default: the preset's recipe — in lite "
+        "off for a stack, on for a single 2-D image and for a dataset)",
     )
     t.add_argument(
         "--rw-weight",

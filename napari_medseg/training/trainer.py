@@ -35,7 +35,7 @@ from ..device import resolve_device
 from ..errors import ConfigError
 from ..inference import Prediction, combine_predictions, member_weights, predict_models
 from ..models import create_model
-from ..presets import default_preset, recipe
+from ..presets import default_preset, recipe, single_slice_recipe
 from ..resolution import resize_image, resize_seeds, scaled_size
 from ..resolution import working_scale as _working_scale
 from ..shape_prior import ShapePrior, apply_shape_prior
@@ -267,7 +267,13 @@ class TriNetTrainer:
         if len(images) != len(seeds) or not images:
             raise ValueError("give one seed array per image (and at least one image)")
         self.device = resolve_device(cfg.device)
-        cfg.resolve(cfg.preset or default_preset(self.device))
+        preset = cfg.preset or default_preset(self.device)
+        if sum(int(np.shape(im)[0]) for im in images) == 1:
+            # one 2-D image: augmentation is the only variety its batches can have
+            for k, v in single_slice_recipe(preset).items():
+                if getattr(cfg, k) is None:
+                    setattr(cfg, k, v)
+        cfg.resolve(preset)
         self.num_classes = int(num_classes)
         self.in_channels = int(images[0].shape[1])
         for im, sd in zip(images, seeds):
