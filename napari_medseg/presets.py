@@ -50,7 +50,7 @@ RECIPES: dict[str, dict] = {
 
 #: What training on a dataset changes in each preset's recipe (``Workflow.prepare_dataset``,
 #: for the fields the user left unset). ``lite`` switches augmentation back on: it is off for
-#: one image because the networks predict the very image they learn from, while a dataset's
+#: one stack because the networks predict the very image they learn from, while a dataset's
 #: trio must predict images it never saw (docs/design.md "Cross-image training"; not yet
 #: measured against the per-image recipe — ``--no-augment`` gives the latter).
 DATASET_RECIPES: dict[str, dict] = {
