@@ -569,10 +569,7 @@ class Workflow:
             )
         names = collection.class_names or (base.class_names if base is not None else ())
         preset = config.preset or default_preset(resolve_device(config.device))
-        for k, v in dataset_recipe(preset).items():  # a dataset's recipe, unless told
-            if getattr(config, k) is None:
-                setattr(config, k, v)
-        config.resolve(preset)
+        config.resolve(preset, dataset_recipe(preset))  # a dataset's recipe, unless told
         if base is not None:
             scale = base.working_scale
         else:

@@ -191,9 +191,11 @@ class TrainConfig:
         if not self.models:
             raise ConfigError("no models selected — choose at least one, e.g. unet")
 
-    def resolve(self, preset: str) -> None:
-        """Fills the fields left ``None`` with the preset's recipe (unknown presets are errors)."""
-        for k, v in recipe(preset).items():
+    def resolve(self, preset: str, situation: dict | None = None) -> None:
+        """Fills the fields left ``None`` with ``situation`` (what a dataset or a single image
+        changes in the recipe, presets.py), then the preset's recipe (unknown presets are
+        errors)."""
+        for k, v in {**recipe(preset), **(situation or {})}.items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
         self.preset = preset
@@ -268,12 +270,9 @@ class TriNetTrainer:
             raise ValueError("give one seed array per image (and at least one image)")
         self.device = resolve_device(cfg.device)
         preset = cfg.preset or default_preset(self.device)
-        if sum(int(np.shape(im)[0]) for im in images) == 1:
-            # one 2-D image: augmentation is the only variety its batches can have
-            for k, v in single_slice_recipe(preset).items():
-                if getattr(cfg, k) is None:
-                    setattr(cfg, k, v)
-        cfg.resolve(preset)
+        # one 2-D image: augmentation is the only variety its batches can have
+        one_slice = sum(int(np.shape(im)[0]) for im in images) == 1
+        cfg.resolve(preset, single_slice_recipe(preset) if one_slice else None)
         self.num_classes = int(num_classes)
         self.in_channels = int(images[0].shape[1])
         for im, sd in zip(images, seeds):
