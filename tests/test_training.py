@@ -327,6 +327,27 @@ def test_weighted_ensemble_follows_the_heavier_member():
     assert weighted.disagreement.max() == pytest.approx(1 / 3)
 
 
+def test_the_walker_votes_in_the_disagreement_map_where_it_has_a_say():
+    from napari_medseg.inference import combine_predictions
+
+    nets = np.zeros((2, 2, 4, 4), np.float32)
+    nets[:, 1] = 0.95  # three networks, unanimous and sure: class 1 everywhere
+    nets[:, 0] = 0.05
+    walker = np.full((2, 2, 4, 4), 0.5, np.float32)  # slice 1: no strokes, nothing to say
+    walker[0, 0], walker[0, 1] = 0.6, 0.4  # slice 0: leans to class 0, hesitating
+    members = {k: nets for k in ("a", "b", "c")}
+    alone = combine_predictions(members)
+    assert alone.disagreement.max() == 0.0
+    floor = combine_predictions(members, walker=walker, network_share=0.5)
+    assert (floor.ensemble == 1).all()  # the networks' share overrules the hesitating walker
+    # ... and the map says so on slice 0: one voter of four dissents
+    np.testing.assert_allclose(floor.disagreement[0], 0.25)
+    assert floor.disagreement[1].max() == 0.0  # an uninformed walker casts no vote
+    held = combine_predictions(members, walker=walker, network_share=0.1)
+    assert (held.ensemble[0] == 0).all()  # the walker answers: the three networks dissent
+    np.testing.assert_allclose(held.disagreement[0], 0.75)
+
+
 def test_trainer_scores_members_and_checkpoints_keep_the_scores(tmp_path):
     tr, task = _trainer(iterations=3, models=("unet", "mamba_unet"))
     tr.run()
