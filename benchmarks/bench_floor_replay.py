@@ -15,7 +15,8 @@ deterministically, on exactly the same networks:
 share the machine) and records, at each of ``--steps``, what ``Workflow.predict`` combined;
 ``replay`` scores the share the recording tree gave ("recorded") beside the share this tree's
 :func:`~napari_medseg.training.floor.earn_share` gives ("this tree"), the walker and the
-networks alone. Dumps are large (float16 probabilities): keep them out of git.
+networks alone; ``disagreement`` scores the disagreement map against the answer's errors.
+Dumps are large (float16 probabilities): keep them out of git.
 """
 
 from __future__ import annotations
@@ -299,6 +300,67 @@ def ring(args) -> None:
     emit(lines, args.out)
 
 
+def disagreement(args) -> None:
+    """Does the disagreement map point at the answer's errors (where a stroke would help)?
+    The map as the networks alone drew it beside the map with the walker's vote
+    (``inference.walker_vote``), scored against the truth on every recorded budget: the
+    share of pixels it lights, the share of the answer's errors it lights (recall), the
+    share of lit pixels that are errors (precision), and the recall on the budgets where the
+    floor's answer is below the walker — the cases no label-free rule catches."""
+    from napari_medseg.inference import combine_predictions
+
+    lines = []
+    for folder in map(Path, args.dumps):
+        rows: dict[int, dict[str, list[float]]] = {}
+        for case, step, truth, values, fg, walker, nets, _, heldout, rules in load(folder):
+            share = earn_share(FloorReport(heldout=heldout), nets.argmax(axis=1), walker)
+            d = np.load(case / f"s{step}.npz")
+            members = {k: d[k].astype(np.float32) for k in d.files if k.startswith("m_")}
+            weights = dict(zip(members, (float(w) for w in d["weights"])))
+            prior, seeds = rules if rules is not None else (None, None)
+            pred = combine_predictions(
+                members, False, weights, prior, seeds, walker, share.network_share
+            )
+            errors = values[pred.ensemble] != truth
+            below = mixed_dice(share.network_share, walker, nets, values, truth, fg, rules) < (
+                mixed_dice(0.0, walker, nets, values, truth, fg, rules) - 1e-9
+            )
+            alone = (np.stack(list(pred.per_model.values())) != pred.ensemble[None]).mean(axis=0)
+            r = rows.setdefault(step, {})
+            for key, lit in (("networks", alone > 0), ("with walker", pred.disagreement > 0)):
+                hit = np.count_nonzero(lit & errors)
+                recall = hit / max(np.count_nonzero(errors), 1)
+                r.setdefault(f"{key} lit", []).append(float(lit.mean()))
+                r.setdefault(f"{key} recall", []).append(recall)
+                r.setdefault(f"{key} precision", []).append(hit / max(np.count_nonzero(lit), 1))
+                if below:
+                    r.setdefault(f"{key} recall below", []).append(recall)
+            r.setdefault("errors", []).append(float(errors.mean()))
+
+        def mean(values) -> str:
+            return f"{np.mean(values):.3f}" if values else "–"
+
+        lines += [
+            f"**{folder.name}**: the disagreement map against the answer's errors (means over "
+            "cases; lit / recall / precision; recall on the budgets below the walker)",
+            "",
+            "| steps | errors (share of pixels) | networks alone | recall below | with the "
+            "walker's vote | recall below |",
+            "|---|---|---|---|---|---|",
+        ]
+        for step in sorted(rows):
+            r = rows[step]
+            cells = [
+                " / ".join(mean(r[f"{key} {m}"]) for m in ("lit", "recall", "precision"))
+                + f" | {mean(r.get(f'{key} recall below', []))}"
+                + f" ({len(r.get(f'{key} recall below', []))})"
+                for key in ("networks", "with walker")
+            ]
+            lines.append(f"| {step} | {mean(r['errors'])} | {cells[0]} | {cells[1]} |")
+        lines.append("")
+    emit(lines, args.out)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -336,8 +398,11 @@ def main(argv=None) -> None:
     g = sub.add_parser("ring", help="the ring experiment: ring agreement against gain")
     g.add_argument("dumps", nargs="+", help="folders written by dump --ring")
     g.add_argument("--out", default=None, help="markdown file")
+    m = sub.add_parser("disagreement", help="the disagreement map against the answer's errors")
+    m.add_argument("dumps", nargs="+", help="folders written by dump")
+    m.add_argument("--out", default=None, help="markdown file")
     args = p.parse_args(argv)
-    {"dump": dump, "replay": replay, "ring": ring}[args.command](args)
+    {"dump": dump, "replay": replay, "ring": ring, "disagreement": disagreement}[args.command](args)
 
 
 if __name__ == "__main__":

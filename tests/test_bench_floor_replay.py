@@ -97,3 +97,24 @@ def test_set_reads_numbers_as_numbers_and_refuses_a_bare_or_unknown_key():
         bench_floor_replay.settings(["pseudo_weight"])
     with pytest.raises(SystemExit, match="no setting 'pseudo_wieght'"):
         bench_floor_replay.settings(["pseudo_wieght=0"])
+
+
+def test_disagreement_shows_the_walker_dissent_where_the_networks_overrule_it(tmp_path, capsys):
+    truth = np.zeros((8, 8), np.uint8)
+    truth[2:6, 2:6] = 1
+    nets = truth.copy()
+    nets[6, 2:6] = 1  # the networks, sure, add a row below the square that is not there
+    _recording(tmp_path / "rec", truth, nets, share=0.0)
+    budget = tmp_path / "rec" / "frame1" / "s5.npz"
+    saved = dict(np.load(budget))
+    walker = saved["walker"].astype(np.float32)
+    walker[0, :, 6, 2:6] = np.array([0.55, 0.45])[:, None]  # the walker hesitates there
+    saved["walker"] = walker.astype(np.float16)
+    np.savez_compressed(budget, **saved)
+    bench_floor_replay.main(["disagreement", str(tmp_path / "rec")])
+    row = _row(capsys.readouterr().out)
+    assert row[1] == "0.062"  # the wrong row: 4 of 64 pixels
+    # the one network agrees with the answer it carried: its map lights nothing
+    assert row[2] == "0.000 / 0.000 / 0.000" and row[3] == "0.000 (1)"
+    # the walker's vote lights exactly the wrong row, on a budget below the walker
+    assert row[4] == "0.062 / 1.000 / 1.000" and row[5].startswith("1.000 (1)")
