@@ -57,6 +57,7 @@ from napari_medseg.data.classes import ClassMap  # noqa: E402
 from napari_medseg.data.collection import Collection, open_collection  # noqa: E402
 from napari_medseg.data.datasets import find_data_dir  # noqa: E402
 from napari_medseg.data.normalization import normalize_image  # noqa: E402
+from napari_medseg.presets import dataset_recipe, single_slice_recipe  # noqa: E402
 from napari_medseg.shape_prior import apply_shape_prior, parse_shape_prior  # noqa: E402
 from napari_medseg.training import TrainConfig  # noqa: E402
 from napari_medseg.training.floor import floor_walker  # noqa: E402
@@ -297,6 +298,9 @@ def train_base(
             cfg.rw_weight = args.base_rw_weight
             if args.base_rw_weight == 0:
                 cfg.rw_dice_weight = 0.0
+        if args.net_preset:  # an experiment: --preset's dataset recipe, other networks' widths
+            cfg.resolve(cfg.preset, dataset_recipe(cfg.preset))
+            cfg.preset = args.net_preset  # every recipe field is set: only the networks change
         resume = False
     t0 = time.perf_counter()
     workflow.prepare_dataset(
@@ -326,6 +330,10 @@ def per_image_config(workflow: Workflow, b: dict, args, prior: dict | None) -> T
     cfg.device, cfg.seed, cfg.preview_every_seconds = args.device, args.seed, None
     cfg.iterations, cfg.seconds = b["iterations"], b["seconds"]
     cfg.shape_prior = prior
+    if args.net_preset:  # the experiment's base: fine-tune with --preset's per-image recipe
+        single = args.run != "acdc-base"  # Kvasir and PH2 frames are single 2-D images
+        cfg.resolve(args.preset, single_slice_recipe(args.preset) if single else None)
+        cfg.preset = args.net_preset
     return cfg
 
 
@@ -706,6 +714,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the base's working resolution, longest side in px (train --max-side; default: "
         "the preset's, lite 128); fine-tuning and zero-shot keep the base's",
+    )
+    p.add_argument(
+        "--net-preset",
+        default=None,
+        choices=["lite", "paper"],
+        help="experiment: the base's networks at this preset's widths (e.g. paper: the UNet's "
+        "16-256 channels) with --preset's training recipe; fine-tuning keeps the base's",
     )
     p.add_argument(
         "--dense-labels",
