@@ -120,3 +120,24 @@ def test_dense_labels_is_refused_where_it_would_be_ignored(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench_base_models.main(["acdc-base", "--work", str(tmp_path), "--dense-labels", *FAST])
     assert "--dense-labels is for kvasir-base and ph2-base" in capsys.readouterr().err
+
+
+def test_net_preset_widens_the_networks_and_keeps_the_recipe(tmp_path):
+    """The capacity experiment: paper-width networks trained and fine-tuned with lite's
+    recipe (whole slices at 128 px, AdamW, the dataset's augmentation)."""
+    kvasir = mask_folder(tmp_path / "data" / "kvasir_seg", n=4)
+    (kvasir / "split.json").write_text(
+        json.dumps({"train": ["frame0", "frame1"], "test": ["frame2", "frame3"]})
+    )
+    work = tmp_path / "work"
+    args = ["kvasir-base", "--data", str(tmp_path / "data"), "--work", str(work), *FAST]
+    assert bench_base_models.main([*args, "--models", "unet", "--net-preset", "paper"]) == 0
+    run = work / "kvasir-base-quick"
+    base = bench_base_models.load_checkpoint(run / "base" / "model.pt")
+    assert [(s.name, s.preset) for s in base.slots] == [("unet", "paper")]
+    lite = bench_base_models.TrainConfig()
+    lite.resolve("lite", bench_base_models.dataset_recipe("lite"))
+    for key in ("optimizer", "lr", "batch_size", "patch_size", "max_side", "augment"):
+        assert base.config[key] == getattr(lite, key), key
+    methods = {r["method"] for r in _records(run / "results.jsonl")}
+    assert methods == {"zero-shot", "fine-tuned", "walker"}  # fine-tuning loaded the base
