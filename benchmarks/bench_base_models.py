@@ -331,7 +331,7 @@ def per_image_config(workflow: Workflow, b: dict, args, prior: dict | None) -> T
     cfg.iterations, cfg.seconds = b["iterations"], b["seconds"]
     cfg.shape_prior = prior
     if args.net_preset:  # the experiment's base: fine-tune with --preset's per-image recipe
-        single = args.run != "acdc-base"  # Kvasir and PH2 frames are single 2-D images
+        single = args.run in ("kvasir-base", "ph2-base")  # single 2-D images, not stacks
         cfg.resolve(args.preset, single_slice_recipe(args.preset) if single else None)
         cfg.preset = args.net_preset
     return cfg
