@@ -162,14 +162,16 @@ def emit(lines: list[str], out: str | None) -> None:
 
 def load(folder: Path):
     """Per case and budget: its folder, the step, truth, values, foreground, walker, weighted
-    networks, the recorded share, held-out scores and the prior's rules."""
+    networks, the recorded share, held-out scores, the prior's rules, and the members'
+    probabilities with their weights ({key: (probabilities, weight)})."""
     for case in sorted(p for p in folder.iterdir() if p.is_dir()):
         t = np.load(case / "truth.npz")
         truth = t["truth"][None] if t["truth"].ndim == 2 else t["truth"]
         for f in sorted(case.glob("s*.npz"), key=lambda f: int(f.stem[1:])):
             d = np.load(f, allow_pickle=True)
-            members = [d[k].astype(np.float32) for k in d.files if k.startswith("m_")]
-            nets = sum(float(w) * m for w, m in zip(d["weights"], members))
+            probs = {k: d[k].astype(np.float32) for k in d.files if k.startswith("m_")}
+            members = {k: (p, float(w)) for (k, p), w in zip(probs.items(), d["weights"])}
+            nets = sum(w * p for p, w in members.values())
             heldout = json.loads(str(d["heldout"][0])) if "heldout" in d.files else {}
             rules = None
             if "prior" in d.files:
@@ -185,6 +187,7 @@ def load(folder: Path):
                 float(d["share"]),
                 heldout,
                 rules,
+                members,
             )
 
 
@@ -201,7 +204,7 @@ def replay(args) -> None:
     lines = []
     for folder in map(Path, args.dumps):
         rows: dict[int, dict[str, list[float]]] = {}
-        for _, step, truth, values, fg, walker, nets, recorded, heldout, rules in load(folder):
+        for _, step, truth, values, fg, walker, nets, recorded, heldout, rules, _ in load(folder):
             report = earn_share(FloorReport(heldout=heldout), nets.argmax(axis=1), walker)
 
             case = (walker, nets, values, truth, fg, rules)
@@ -256,7 +259,7 @@ def ring(args) -> None:
     lines = []
     for folder in map(Path, args.dumps):
         by_step: dict[int, list[tuple]] = {}
-        for case, step, truth, values, fg, walker, nets, share, _, rules in load(folder):
+        for case, step, truth, values, fg, walker, nets, share, _, rules, _ in load(folder):
             if not (case / "ring.npz").is_file():
                 continue
             held = np.load(case / "ring.npz")["ring"]
@@ -312,14 +315,17 @@ def disagreement(args) -> None:
     lines = []
     for folder in map(Path, args.dumps):
         rows: dict[int, dict[str, list[float]]] = {}
-        for case, step, truth, values, fg, walker, nets, _, heldout, rules in load(folder):
+        for _, step, truth, values, fg, walker, nets, _, heldout, rules, members in load(folder):
             share = earn_share(FloorReport(heldout=heldout), nets.argmax(axis=1), walker)
-            d = np.load(case / f"s{step}.npz")
-            members = {k: d[k].astype(np.float32) for k in d.files if k.startswith("m_")}
-            weights = dict(zip(members, (float(w) for w in d["weights"])))
             prior, seeds = rules if rules is not None else (None, None)
             pred = combine_predictions(
-                members, False, weights, prior, seeds, walker, share.network_share
+                {k: p for k, (p, _) in members.items()},
+                False,
+                {k: w for k, (_, w) in members.items()},
+                prior,
+                seeds,
+                walker,
+                share.network_share,
             )
             errors = values[pred.ensemble] != truth
             below = mixed_dice(share.network_share, walker, nets, values, truth, fg, rules) < (
