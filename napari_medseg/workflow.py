@@ -226,28 +226,39 @@ def _output_stem(path: Path) -> str:
     return path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
 
 
+#: The float map written beside the label files: where the answer is most likely wrong.
+DISAGREEMENT_FILE = "disagreement.tif"
+
+
 def output_names(keys: Sequence[str]) -> list[str]:
-    """The label files a segmentation is written as: ``ensemble.tif``, ``<slot key>.tif``."""
-    return ["ensemble.tif", *(f"{k}.tif" for k in keys)]
+    """The files a segmentation is written as: ``ensemble.tif``, ``<slot key>.tif`` and
+    ``disagreement.tif``."""
+    return ["ensemble.tif", *(f"{k}.tif" for k in keys), DISAGREEMENT_FILE]
 
 
 def write_segmentation(
     segmentation: Segmentation, folder: str | os.PathLike, spacing=None, place=None
 ) -> list[Path]:
-    """``ensemble.tif`` and one ``<slot key>.tif`` per network in ``folder``; their paths.
+    """``ensemble.tif``, one ``<slot key>.tif`` per network and ``disagreement.tif`` in
+    ``folder``; their paths.
 
+    The disagreement (float32, 0–1: the share of the networks and of the floor's walker that
+    differ from the answer) is what the widget shows as a layer: a command-line user needs
+    it as much to know where to draw the next stroke.
     ``place``: maps a file name to the path to write it to (a staging folder,
     :class:`napari_medseg.outputs.StagedOutputs.path`) instead of ``folder / name``.
     """
-    from .data.readers import write_labels
+    from .data.readers import write_labels, write_map
 
     folder = Path(folder)
     place = place or (lambda name: folder / name)
     maps = {"ensemble": segmentation.ensemble, **segmentation.labels}
-    return [
+    written = [
         Path(write_labels(place(f"{name}.tif"), labels, spacing=spacing))
         for name, labels in maps.items()
     ]
+    disagreement = place(DISAGREEMENT_FILE)
+    return [*written, Path(write_map(disagreement, segmentation.disagreement, spacing=spacing))]
 
 
 def score_segmentation(

@@ -59,7 +59,7 @@ def test_train_predict_eval_round_trip(tiny_pair, capsys):
     )
     assert rc == 0
     printed = capsys.readouterr().out
-    for name in ("ensemble.tif", "unet.tif", "unet_2.tif", "model.pt"):
+    for name in ("ensemble.tif", "unet.tif", "unet_2.tif", "disagreement.tif", "model.pt"):
         assert (out / name).is_file() and name in printed
     ens = read_labels(out / "ensemble.tif")
     assert ens.shape == (2, 40, 36) and ens.dtype == np.uint8
@@ -204,6 +204,11 @@ def test_dicom_series_trains_and_outputs_keep_its_spacing(tmp_path, capsys):
     ens = load_image(out / "ensemble.tif")
     assert ens.array.shape == vol.shape
     assert ens.spacing == pytest.approx((3.0, 0.8, 0.6))
+    # where to draw next, for a command-line user: the map in the image's layout and spacing
+    where = load_image(out / "disagreement.tif")
+    assert where.array.shape == vol.shape and where.array.dtype == np.float32
+    assert where.spacing == pytest.approx((3.0, 0.8, 0.6))
+    assert 0.0 <= where.array.min() and where.array.max() <= 1.0
     capsys.readouterr()
 
     # eval: truth without spacing, prediction with it (2 columns off = 1.2 mm, not 2 voxels)

@@ -156,7 +156,7 @@ def test_cli_train_writes_only_through_the_staging_folder(pair, capsys):
     out = pair / "run"
     assert main(_train_args(pair, out, "--iterations", "1")) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([MANIFEST, "ensemble.tif", "unet.tif", "model.pt"])
+    assert names == sorted([MANIFEST, "ensemble.tif", "unet.tif", "disagreement.tif", "model.pt"])
     assert sorted(p.name for p in pair.iterdir()) == ["img.tif", "run", "scr.tif"]
     model = (out / "model.pt").read_bytes()
     # predict with that model into its own folder: the predictions are replaced, the model
@@ -204,7 +204,7 @@ def test_ctrl_c_saves_the_model_and_predictions_reached(pair):
     stderr = "".join(lines) + stderr
     assert proc.returncode == 130, stderr
     assert "interrupted after" in stderr and str(out) in stderr, stderr
-    for name in ("ensemble.tif", "unet.tif", "model.pt"):
+    for name in ("ensemble.tif", "unet.tif", "disagreement.tif", "model.pt"):
         assert (out / name).is_file(), stdout + stderr
     assert load_checkpoint(out / "model.pt").num_classes == 2
     assert tifffile.imread(out / "ensemble.tif").shape == (32, 32)

@@ -10,6 +10,7 @@ import torch
 
 from napari_medseg.checkpoints import Checkpoint, load_checkpoint
 from napari_medseg.data.classes import ClassMap, channel_kind
+from napari_medseg.data.readers import load_image
 from napari_medseg.errors import CheckpointError, ConfigError, InputError, MedsegError
 from napari_medseg.presets import PRESETS, default_preset, recipe
 from napari_medseg.training import TrainConfig
@@ -54,7 +55,12 @@ def test_train_predict_save_load_in_the_users_values(tmp_path):
     one = wf.predict(img, slice_index=1)
     np.testing.assert_array_equal(one.ensemble, seg.ensemble[1])
     files = write_segmentation(seg, tmp_path / "out", wf.task.spacing)
-    assert [f.name for f in files] == ["ensemble.tif", "unet.tif", "unet_2.tif"]
+    names = ["ensemble.tif", "unet.tif", "unet_2.tif", "disagreement.tif"]
+    assert [f.name for f in files] == names
+    # the disagreement map, as the widget's layer shows it: float, in [0, 1], the spacing kept
+    written = load_image(files[-1])
+    assert written.array.dtype == np.float32 and written.spacing == pytest.approx((5.0, 1.0, 1.0))
+    np.testing.assert_array_equal(written.array, seg.disagreement)
     # save, load and predict again: the same labels, the same values (predicted before the
     # load: building networks draws from torch's global generator, which the trainer's
     # BatchNorm re-estimation forks for its dropout)

@@ -36,6 +36,7 @@ __all__ = [
     "read_labels",
     "read_scribbles",
     "write_labels",
+    "write_map",
 ]
 
 #: Value that marks "no scribble here" in the ACDC scribble maps of WSL4MIS / Valvano et al.
@@ -538,24 +539,42 @@ def write_labels(
     where a good one used to be. ``spacing`` ((y, x) or (z, y, x)) is stored as ImageJ
     metadata and read back by :func:`load_image`.
     """
+    arr = _as_integer_labels(np.asarray(array), "write_labels")
+    return _write_tiff(path, arr.astype(_label_dtype(arr), copy=False), spacing, "write_labels")
+
+
+def write_map(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    spacing: tuple[float, ...] | None = None,
+) -> Path:
+    """Write a float map (the disagreement, in [0, 1]) as a float32 TIFF, atomically.
+
+    Beside the label files so that a command-line user gets what the widget shows as the
+    ``disagreement`` layer: where the answer is most likely wrong, i.e. where to draw next.
+    The same layout and ImageJ spacing as :func:`write_labels`; any viewer opens it as an
+    intensity image (the reader of this plugin too: the name carries no label hint).
+    """
+    arr = np.asarray(array, dtype=np.float32)
+    return _write_tiff(path, arr, spacing, "write_map")
+
+
+def _write_tiff(path, arr: np.ndarray, spacing, caller: str) -> Path:
     import tifffile
 
     path = Path(path)
     if _suffix(path) not in _TIFF_SUFFIXES:
         raise ValueError(
-            f"write_labels writes TIFF: give a path ending in .tif or .tiff (got {path.name!r})"
+            f"{caller} writes TIFF: give a path ending in .tif or .tiff (got {path.name!r})"
         )
-    arr = _as_integer_labels(np.asarray(array), "write_labels")
     if arr.ndim not in (2, 3):
-        raise ValueError(f"label map must be 2-D (H, W) or 3-D (Z, H, W), got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr.astype(_label_dtype(arr), copy=False))
+        raise ValueError(f"{caller}: the map must be 2-D (H, W) or 3-D (Z, H, W), got {arr.shape}")
+    arr = np.ascontiguousarray(arr)
     # minisblack: tifffile would otherwise store a (3, H, W) stack as planar RGB
     kwargs: dict = {"photometric": "minisblack"}
     if spacing is not None:
         if len(spacing) != arr.ndim:
-            raise ValueError(
-                f"spacing {spacing} has {len(spacing)} values for a {arr.ndim}-D label map"
-            )
+            raise ValueError(f"spacing {spacing} has {len(spacing)} values for a {arr.ndim}-D map")
         sy, sx = float(spacing[-2]), float(spacing[-1])
         metadata: dict = {"axes": "ZYX" if arr.ndim == 3 else "YX"}
         if arr.ndim == 3:
