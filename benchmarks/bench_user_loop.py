@@ -1,0 +1,232 @@
+"""A simulated user follows the disagreement map: one stroke where it points, then Resume.
+
+The floor (``bench_anytime.py``) cannot see every error: on some frames the three networks
+are unanimous, sure and wrong where no stroke is (BENCHMARKS §9, sixth round). The product's
+answer is the user, shown *where* to draw by the disagreement map. This benchmark measures
+that loop as the widget runs it, through :class:`~napari_medseg.workflow.Workflow`:
+
+1. Train the default trio ``--steps`` steps on the case's strokes and predict (round 0).
+2. The user looks at the map and the answer: of the regions the map lights (disagreement
+   > 0) *and* the answer gets wrong (a user sees that), the largest connected one on one
+   slice gets one stroke of its true class along its medial line (the skeleton of its inner
+   half, 3 px wide) — a clinician's correction, never a whole mask.
+3. ``Workflow.update_scribbles`` with the new stroke, ``configure(iterations=…)`` and Resume
+   for ``--steps`` more steps (the widget's Resume / Train on the current model); predict.
+4. Repeat for ``--rounds``.
+
+Beside it, the **control**: the same training resumed for the same steps *without* the new
+stroke (a second run: the trainer holds locks and cannot be copied; at one thread and a fixed
+seed its round 0 is the same run, checked), and the floor walker with the strokes of each
+round (what a classical tool gives with the same correction). Step budgets, one torch
+thread, seeded: it may share the machine.
+
+    python benchmarks/bench_user_loop.py --dataset kvasir_seg --limit 20 --steps 100 \\
+        --out bench_output/user_loop_kvasir.md --csv bench_output/user_loop_kvasir.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bench_anytime as anytime  # noqa: E402
+
+FLOOR = "walker (floor, beta 2000)"
+
+
+def _stack(a) -> np.ndarray:
+    a = np.asarray(a)
+    return a[None] if a.ndim == 2 else a
+
+
+def correction_stroke(
+    ensemble: np.ndarray,
+    disagreement: np.ndarray,
+    truth: np.ndarray,
+    scribbles: np.ndarray,
+    unlabelled: int,
+) -> tuple[np.ndarray, int, int]:
+    """(stroke mask, its value, the region's size) — one stroke where the map points.
+
+    Arrays in user values, (H, W) or (Z, H, W). The region: the largest 2-D connected set of
+    pixels of one true class that the map lights and the answer gets wrong (a user draws on
+    one slice). The stroke: the skeleton of the region's inner half, 3 px wide, kept inside
+    the region and off the existing strokes. An empty mask when nothing is lit and wrong.
+    """
+    from scipy import ndimage
+    from skimage.morphology import skeletonize
+
+    ens, dis, tru, scr = (_stack(a) for a in (ensemble, disagreement, truth, scribbles))
+    best = (0, None, None, None)  # size, z, value, region
+    for z in range(tru.shape[0]):
+        wrong = (dis[z] > 0) & (ens[z] != tru[z])
+        for value in np.unique(tru[z][wrong]):
+            comps, n = ndimage.label(wrong & (tru[z] == value))
+            if n == 0:
+                continue
+            sizes = np.bincount(comps.ravel())[1:]
+            i = int(np.argmax(sizes))
+            if sizes[i] > best[0]:
+                best = (int(sizes[i]), z, int(value), comps == i + 1)
+    stroke = np.zeros(tru.shape, bool)
+    size, z, value, region = best
+    if region is None:
+        return stroke.reshape(np.shape(truth)), -1, 0
+    depth = ndimage.distance_transform_edt(region)
+    inner = depth >= max(depth.max() / 2.0, 1.0)
+    line = skeletonize(inner)
+    line = ndimage.binary_dilation(line, iterations=1) & region & (scr[z] == unlabelled)
+    stroke[z] = line
+    return stroke.reshape(np.shape(truth)), value, size
+
+
+def _run(case, args, corrections: list | None):
+    """Round 0, then ``--rounds`` Resumes; with ``corrections`` None each round draws a stroke
+    (and records it there), with a list the control replays none of them. Per round: the
+    ensemble's Dice, the floor walker's on that round's strokes, steps, stroke size."""
+    from napari_medseg.workflow import Task, Workflow
+
+    scribbles = np.array(case.scribbles, copy=True)
+    wf = Workflow(Task(unlabelled=case.unlabelled))
+    cfg = anytime.config(args, iterations=args.steps)
+    wf.prepare([(case.image, scribbles)], cfg)
+    rows, drawn = [], []
+    for r in range(args.rounds + 1):
+        *_, final = wf.train()
+        seg = wf.predict(case.image)
+        walker = anytime.walkers(_with(case, scribbles), "")[FLOOR]
+        row = dict(
+            case=case.name,
+            arm="control" if corrections is not None else "stroke",
+            round=r,
+            steps=final.iteration,
+            ensemble=anytime.dice(seg.ensemble, case.truth, case.foreground),
+            walker=anytime.dice(walker, case.truth, case.foreground),
+            share=getattr(seg.report, "network_share", None),
+            stroke_px=0,
+            region_px=0,
+        )
+        rows.append(row)
+        if r == args.rounds:
+            break
+        if corrections is None:
+            stroke, value, region = correction_stroke(
+                seg.ensemble, seg.disagreement, case.truth, scribbles, case.unlabelled
+            )
+            if stroke.any():
+                scribbles = scribbles.copy()
+                scribbles[stroke] = value
+                wf.update_scribbles(scribbles)
+            drawn.append(dict(stroke_px=int(stroke.sum()), region_px=region, value=value))
+            rows[-1].update(stroke_px=int(stroke.sum()), region_px=region)
+        wf.configure(iterations=args.steps)  # a Resume runs this many more steps
+    return rows, drawn
+
+
+def _with(case, scribbles):
+    return anytime.Case(
+        case.name, case.image, scribbles, case.truth, case.unlabelled, case.foreground
+    )
+
+
+def run_case(case, args) -> list[dict]:
+    rows, _ = _run(case, args, None)
+    control, _ = _run(case, args, [])
+    if abs(control[0]["ensemble"] - rows[0]["ensemble"]) > 1e-9:
+        print(f"warning: {case.name}: the control's round 0 differs", file=sys.stderr)
+    return rows + control
+
+
+def table(rows: list[dict], rounds: int) -> str:
+    by = {}
+    for r in rows:
+        by.setdefault((r["arm"], r["round"]), []).append(r)
+    lines = [
+        "| round | steps | ensemble, stroke (mean / below its walker) | walker with the strokes "
+        "| ensemble − walker: mean / worst | control: ensemble (no stroke) / below | "
+        "stroke px (mean) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k in range(rounds + 1):
+        s, c = by.get(("stroke", k), []), by.get(("control", k), [])
+        if not s:
+            continue
+        gain = [r["ensemble"] - r["walker"] for r in s]
+        below = sum(g < 0 for g in gain)
+        cbelow = sum(r["ensemble"] < r["walker"] for r in c)
+        lines.append(
+            f"| {k} | {np.mean([r['steps'] for r in s]):.0f} "
+            f"| {np.mean([r['ensemble'] for r in s]):.3f} / {below} of {len(s)} "
+            f"| {np.mean([r['walker'] for r in s]):.3f} "
+            f"| {np.mean(gain):+.3f} / {min(gain):+.3f} "
+            f"| {np.mean([r['ensemble'] for r in c]):.3f} / {cbelow} of {len(c)} "
+            f"| {np.mean([r['stroke_px'] for r in s]):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--dataset", default="kvasir_seg", choices=["acdc", "kvasir_seg", "ph2", "samples"]
+    )
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--skip", type=int, default=0, help="leave out the first N of the cases")
+    p.add_argument("--steps", type=int, default=100, help="training steps per round")
+    p.add_argument("--rounds", type=int, default=1, help="corrections (Resumes) after round 0")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="markdown file")
+    p.add_argument("--csv", default=None)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from napari_medseg.data.datasets import find_data_dir
+
+    torch.set_num_threads(args.threads)
+    if args.dataset == "samples":
+        cases = anytime.sample_cases()
+    else:
+        data = find_data_dir()
+        if data is None:
+            sys.exit("no ../shared/data (or $MEDSEG_DATA_DIR): nothing to measure")
+        cases = (
+            anytime.acdc_cases(data, args.limit)
+            if args.dataset == "acdc"
+            else anytime.rgb_cases(data, args.dataset, args.limit, args.seed)
+        )
+    rows = []
+    for case in cases[args.skip :]:
+        case_rows = run_case(case, args)
+        for r in case_rows:
+            print(
+                f"{r['case']} {r['arm']} round {r['round']} ({r['steps']} steps): ensemble "
+                f"{r['ensemble']:.3f} walker {r['walker']:.3f} stroke {r['stroke_px']} px",
+                flush=True,
+            )
+        rows += case_rows
+    text = f"{args.dataset}, {len(rows) // (2 * (args.rounds + 1))} cases\n\n" + table(
+        rows, args.rounds
+    )
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""benchmarks/bench_user_loop.py: the simulated user draws one stroke of the true class where
+the disagreement map lights a wrong answer, never over an existing stroke, and the loop
+resumes the same training with it beside a control that does not (issue 11)."""
+
+from __future__ import annotations
+
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_anytime  # noqa: E402
+import bench_user_loop  # noqa: E402
+
+
+def _square_case():
+    truth = np.ones((40, 40), np.uint8)
+    truth[8:32, 8:32] = 2
+    return truth
+
+
+def test_the_stroke_goes_into_the_largest_lit_wrong_region_with_its_true_class():
+    truth = _square_case()
+    ensemble = truth.copy()
+    ensemble[8:32, 8:20] = 1  # the answer misses the left half of the square (288 px)
+    ensemble[2:5, 2:5] = 2  # and paints a small blob on the background (9 px)
+    lit = np.zeros(truth.shape, np.float32)
+    lit[:, :22] = 0.5  # the map lights both errors
+    scribbles = np.zeros(truth.shape, np.uint8)
+    scribbles[20, 10:14] = 2  # a stroke the user drew already, inside the missed half
+    stroke, value, region = bench_user_loop.correction_stroke(
+        ensemble, lit, truth, scribbles, unlabelled=0
+    )
+    assert value == 2 and region == 24 * 12
+    assert stroke.any() and np.all(truth[stroke] == 2) and np.all(ensemble[stroke] == 1)
+    assert not stroke[scribbles > 0].any()  # the user's strokes are never drawn over
+    # a stroke along the middle of the region, not its rim
+    ys, xs = np.nonzero(stroke)
+    assert xs.min() >= 10 and xs.max() <= 17
+
+
+def test_nothing_lit_means_no_stroke():
+    truth = _square_case()
+    ensemble = truth.copy()
+    ensemble[8:32, 8:20] = 1
+    dark = np.zeros(truth.shape, np.float32)  # the map shows nothing: the user cannot know
+    stroke, value, region = bench_user_loop.correction_stroke(
+        ensemble, dark, truth, np.zeros_like(truth), unlabelled=0
+    )
+    assert not stroke.any() and value == -1 and region == 0
+
+
+def test_a_stack_gets_one_stroke_on_one_slice():
+    truth = np.stack([_square_case()] * 3)
+    ensemble = truth.copy()
+    ensemble[1, 8:32, 8:20] = 1
+    ensemble[2, 8:12, 8:12] = 1
+    stroke, value, _ = bench_user_loop.correction_stroke(
+        ensemble, np.ones(truth.shape, np.float32), truth, np.zeros_like(truth), unlabelled=0
+    )
+    assert stroke.shape == truth.shape and value == 2
+    assert stroke[1].any() and not stroke[0].any() and not stroke[2].any()
+
+
+def test_the_loop_resumes_with_the_stroke_beside_a_control_without(monkeypatch):
+    truth = _square_case()
+    rng = np.random.default_rng(0)
+    image = (np.where(truth == 2, 0.7, 0.3) + 0.05 * rng.standard_normal(truth.shape)).astype(
+        np.float32
+    )
+    scribbles = np.zeros(truth.shape, np.uint8)
+    scribbles[2, 2:38] = 1
+    scribbles[20, 18:22] = 2
+    case = bench_anytime.Case("square", image, scribbles, truth, 0, (2,))
+    # one network, 1 step per round: the loop's bookkeeping, not the networks' quality
+    small = bench_anytime.config
+
+    def one_unet(args, **kw):
+        return small(args, models=("unet",), **kw)
+
+    monkeypatch.setattr(bench_anytime, "config", one_unet)
+    args = Namespace(steps=1, rounds=1, seed=0)
+    rows = bench_user_loop.run_case(case, args)
+    stroke = [r for r in rows if r["arm"] == "stroke"]
+    control = [r for r in rows if r["arm"] == "control"]
+    assert [r["round"] for r in stroke] == [0, 1] and [r["round"] for r in control] == [0, 1]
+    assert [r["steps"] for r in stroke] == [1, 2] and [r["steps"] for r in control] == [1, 2]
+    assert stroke[0]["ensemble"] == control[0]["ensemble"]  # the same round 0
+    assert control[0]["stroke_px"] == 0  # the control draws nothing
+    for r in rows:
+        assert 0.0 <= r["ensemble"] <= 1.0 and 0.0 <= r["walker"] <= 1.0
+    text = bench_user_loop.table(rows, 1)
+    assert [line[:5] for line in text.splitlines()[2:]] == ["| 0 |", "| 1 |"]
