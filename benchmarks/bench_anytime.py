@@ -109,6 +109,22 @@ def sample_cases() -> list[Case]:
     return cases
 
 
+def select_cases(dataset: str, limit: int, skip: int, seed: int) -> list[Case] | None:
+    """The cases of ``dataset`` (None when its data folder is missing): the first ``limit``,
+    then the first ``skip`` left out — after the selection, so that simulated strokes keep
+    their seeds whichever part of a set a process takes."""
+    if dataset == "samples":
+        cases = sample_cases()
+    else:
+        data = find_data_dir()
+        if data is None or not (data / dataset).exists():
+            return None
+        cases = (
+            acdc_cases(data, limit) if dataset == "acdc" else rgb_cases(data, dataset, limit, seed)
+        )
+    return cases[skip:]
+
+
 def walkers(case: Case, prior_spec: str) -> dict[str, np.ndarray]:
     """The floor's walker (β 2000) and scikit-image's default (β 130), in user values."""
     values = tuple(int(v) for v in np.unique(case.scribbles) if v != case.unlabelled)
@@ -250,19 +266,10 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.dataset == "samples":
-        cases = sample_cases()
-    else:
-        data = find_data_dir()
-        if data is None or not (data / args.dataset.replace("acdc", "acdc")).exists():
-            print(f"{args.dataset} not found under ../shared/data or $MEDSEG_DATA_DIR: skipping")
-            return
-        cases = (
-            acdc_cases(data, args.limit)
-            if args.dataset == "acdc"
-            else rgb_cases(data, args.dataset, args.limit, args.seed)
-        )
-    cases = cases[args.skip :]  # after the selection: simulated strokes keep their seeds
+    cases = select_cases(args.dataset, args.limit, args.skip, args.seed)
+    if cases is None:
+        print(f"{args.dataset} not found under ../shared/data or $MEDSEG_DATA_DIR: skipping")
+        return
     hog = None
     if args.hog:
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])

@@ -41,7 +41,6 @@ def dump(args) -> None:
     import torch
 
     import napari_medseg.training.trainer as trainer_module
-    from napari_medseg.data.datasets import find_data_dir
     from napari_medseg.resolution import resize_seeds
     from napari_medseg.shape_prior import parse_shape_prior
     from napari_medseg.workflow import Task, Workflow
@@ -80,18 +79,9 @@ def dump(args) -> None:
 
     trainer_module.assess = recording_assess
     trainer_module.combine_predictions = recording_combine
-    if args.dataset == "samples":
-        cases = anytime.sample_cases()
-    else:
-        data = find_data_dir()
-        if data is None:
-            sys.exit("no ../shared/data (or $MEDSEG_DATA_DIR): nothing to dump")
-        cases = (
-            anytime.acdc_cases(data, args.limit)
-            if args.dataset == "acdc"
-            else anytime.rgb_cases(data, args.dataset, args.limit, args.seed)
-        )
-    cases = cases[args.skip :]
+    cases = anytime.select_cases(args.dataset, args.limit, args.skip, args.seed)
+    if cases is None:
+        sys.exit(f"no {args.dataset} under ../shared/data (or $MEDSEG_DATA_DIR): nothing to dump")
     out = Path(args.out)
     steps = sorted(int(s) for s in args.steps.split(",") if s)
     for case in cases:

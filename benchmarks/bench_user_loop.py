@@ -189,22 +189,12 @@ def main(argv=None) -> None:
 
     import torch
 
-    from napari_medseg.data.datasets import find_data_dir
-
     torch.set_num_threads(args.threads)
-    if args.dataset == "samples":
-        cases = anytime.sample_cases()
-    else:
-        data = find_data_dir()
-        if data is None:
-            sys.exit("no ../shared/data (or $MEDSEG_DATA_DIR): nothing to measure")
-        cases = (
-            anytime.acdc_cases(data, args.limit)
-            if args.dataset == "acdc"
-            else anytime.rgb_cases(data, args.dataset, args.limit, args.seed)
-        )
+    cases = anytime.select_cases(args.dataset, args.limit, args.skip, args.seed)
+    if cases is None:
+        sys.exit(f"no {args.dataset} under ../shared/data (or $MEDSEG_DATA_DIR): nothing to do")
     rows = []
-    for case in cases[args.skip :]:
+    for case in cases:
         case_rows = run_case(case, args)
         for r in case_rows:
             print(
