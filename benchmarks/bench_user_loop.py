@@ -57,18 +57,23 @@ def correction_stroke(
 
     Arrays in user values, (H, W) or (Z, H, W). The region: the largest 2-D connected set of
     pixels of one true class that the map lights and the answer gets wrong (a user draws on
-    one slice). The stroke: the skeleton of the region's inner half, 3 px wide, kept inside
-    the region and off the existing strokes. An empty mask when nothing is lit and wrong.
+    one slice), at least ``margin`` pixels inside that class (1 % of the longest side, ≥ 2:
+    a clinician draws inside a structure, not on its edge — a stroke on the very boundary
+    can send the walker across it). The stroke: the skeleton of the region's inner half,
+    3 px wide, kept inside the region and off the existing strokes. An empty mask when
+    nothing is lit and wrong.
     """
     from scipy import ndimage
     from skimage.morphology import skeletonize
 
     ens, dis, tru, scr = (_stack(a) for a in (ensemble, disagreement, truth, scribbles))
+    margin = max(2.0, 0.01 * max(tru.shape[-2:]))
     best = (0, None, None, None)  # size, z, value, region
     for z in range(tru.shape[0]):
         wrong = (dis[z] > 0) & (ens[z] != tru[z])
         for value in np.unique(tru[z][wrong]):
-            comps, n = ndimage.label(wrong & (tru[z] == value))
+            inside = ndimage.distance_transform_edt(tru[z] == value) >= margin
+            comps, n = ndimage.label(wrong & inside)
             if n == 0:
                 continue
             sizes = np.bincount(comps.ravel())[1:]

@@ -35,12 +35,23 @@ def test_the_stroke_goes_into_the_largest_lit_wrong_region_with_its_true_class()
     stroke, value, region = bench_user_loop.correction_stroke(
         ensemble, lit, truth, scribbles, unlabelled=0
     )
-    assert value == 2 and region == 24 * 12
+    assert value == 2 and region == 22 * 11  # the missed half, less its 1-px rim on the edge
     assert stroke.any() and np.all(truth[stroke] == 2) and np.all(ensemble[stroke] == 1)
     assert not stroke[scribbles > 0].any()  # the user's strokes are never drawn over
     # a stroke along the middle of the region, not its rim
     ys, xs = np.nonzero(stroke)
     assert xs.min() >= 10 and xs.max() <= 17
+
+
+def test_no_stroke_on_the_edge_of_a_structure():
+    """A sliver along the true boundary is not where a clinician draws: no stroke there."""
+    truth = _square_case()
+    ensemble = truth.copy()
+    ensemble[8:32, 8] = 1  # the answer is one column short on the square's left edge
+    stroke, value, region = bench_user_loop.correction_stroke(
+        ensemble, np.ones(truth.shape, np.float32), truth, np.zeros_like(truth), unlabelled=0
+    )
+    assert not stroke.any() and value == -1 and region == 0
 
 
 def test_nothing_lit_means_no_stroke():
