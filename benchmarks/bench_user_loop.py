@@ -92,24 +92,24 @@ def correction_stroke(
     return stroke.reshape(np.shape(truth)), value, size
 
 
-def _run(case, args, corrections: list | None):
-    """Round 0, then ``--rounds`` Resumes; with ``corrections`` None each round draws a stroke
-    (and records it there), with a list the control replays none of them. Per round: the
-    ensemble's Dice, the floor walker's on that round's strokes, steps, stroke size."""
+def _run(case, args, draw: bool) -> list[dict]:
+    """Round 0, then ``--rounds`` Resumes; with ``draw`` a stroke after each round (the
+    stroke arm), without none (the control). Per round: the ensemble's Dice, the floor
+    walker's on that round's strokes, steps, and the stroke drawn after it (px)."""
     from napari_medseg.workflow import Task, Workflow
 
     scribbles = np.array(case.scribbles, copy=True)
     wf = Workflow(Task(unlabelled=case.unlabelled))
     cfg = anytime.config(args, iterations=args.steps)
     wf.prepare([(case.image, scribbles)], cfg)
-    rows, drawn = [], []
+    rows = []
     for r in range(args.rounds + 1):
         *_, final = wf.train()
         seg = wf.predict(case.image)
         walker = anytime.walkers(_with(case, scribbles), "")[FLOOR]
         row = dict(
             case=case.name,
-            arm="control" if corrections is not None else "stroke",
+            arm="stroke" if draw else "control",
             round=r,
             steps=final.iteration,
             ensemble=anytime.dice(seg.ensemble, case.truth, case.foreground),
@@ -121,7 +121,7 @@ def _run(case, args, corrections: list | None):
         rows.append(row)
         if r == args.rounds:
             break
-        if corrections is None:
+        if draw:
             stroke, value, region = correction_stroke(
                 seg.ensemble, seg.disagreement, case.truth, scribbles, case.unlabelled
             )
@@ -129,10 +129,9 @@ def _run(case, args, corrections: list | None):
                 scribbles = scribbles.copy()
                 scribbles[stroke] = value
                 wf.update_scribbles(scribbles)
-            drawn.append(dict(stroke_px=int(stroke.sum()), region_px=region, value=value))
             rows[-1].update(stroke_px=int(stroke.sum()), region_px=region)
         wf.configure(iterations=args.steps)  # a Resume runs this many more steps
-    return rows, drawn
+    return rows
 
 
 def _with(case, scribbles):
@@ -142,8 +141,8 @@ def _with(case, scribbles):
 
 
 def run_case(case, args) -> list[dict]:
-    rows, _ = _run(case, args, None)
-    control, _ = _run(case, args, [])
+    rows = _run(case, args, draw=True)
+    control = _run(case, args, draw=False)
     if abs(control[0]["ensemble"] - rows[0]["ensemble"]) > 1e-9:
         print(f"warning: {case.name}: the control's round 0 differs", file=sys.stderr)
     return rows + control
