@@ -111,7 +111,8 @@ class Segmentation:
     ``labels``: one map per network (slot key → (H, W) or (Z, H, W)); ``ensemble`` the
     trio's answer; ``disagreement`` the share of the voters that differ from it — the
     networks, and the floor's walker where it has strokes to go on (float32 in [0, 1];
-    written as ``disagreement.tif``). With ``slice_index`` set the arrays are that one slice (H, W) of a stack.
+    written as ``disagreement.tif``). With ``slice_index`` set the arrays are that one
+    slice (H, W) of a stack.
     """
 
     labels: dict[str, np.ndarray]
