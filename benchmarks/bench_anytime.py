@@ -301,13 +301,21 @@ def main() -> None:
     )
     text = table(rows, title)
     print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    if args.csv:
-        keys = sorted({k for r in rows for k in r})
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
+    write_results(text, rows, args.out, args.csv)
+
+
+def write_results(
+    text: str, rows: list[dict], out: str | None, csv_path: str | None, fields=None
+) -> None:
+    """The markdown table to ``out`` and the rows to ``csv_path`` (either may be None);
+    CSV columns ``fields``, else every key of the rows, sorted."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
+    if csv_path:
+        Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields or sorted({k for r in rows for k in r}))
             w.writeheader()
             w.writerows(rows)
 

@@ -27,7 +27,6 @@ thread, seeded: it may share the machine.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -211,15 +210,7 @@ def main(argv=None) -> None:
         rows, args.rounds
     )
     print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+    anytime.write_results(text, rows, args.out, args.csv, fields=list(rows[0]))
 
 
 if __name__ == "__main__":
