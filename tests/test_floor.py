@@ -114,10 +114,10 @@ def test_assess_gives_no_share_to_networks_that_contradict_a_sure_walker():
     assert report.network_share == 0.0
     report = assess({"a": good, "b": bad}, walker)
     assert report.weights["a"] > 0.99  # the member that agrees takes the weight
-    # the full share, scaled by the part of the image where the walker is sure
+    # the full share: they agree where the walker is sure, their disc is the walker's size
     sure = float(np.mean(walker.max(axis=1) >= 0.9))
     assert 0.5 < report.sure_fraction == pytest.approx(sure)
-    assert report.network_share == pytest.approx(MAX_NETWORK_SHARE * sure)
+    assert report.network_share == pytest.approx(MAX_NETWORK_SHARE)
     alone = assess({"a": good}, None)  # no strokes on this image: no floor
     assert alone.network_share == 1.0
     held = np.full(truth.shape, -1)
@@ -297,7 +297,42 @@ def test_area_trust_is_full_within_the_ratio_and_gone_beyond():
     walker[0, 0] = 1.0
     walker[0, 0, 0, 0], walker[0, 1, 0, 0] = 0.0, 1.0  # the walker finds one pixel of class 1
     assert area_ratio(labels, walker) == pytest.approx(8.0)
-    assert area_ratio(labels, walker[:, :1]) == pytest.approx(16 / 8)  # class 0 only
+    only = walker.copy()
+    only[0, 0], only[0, 1] = 1.0, 0.0  # the walker finds no pixel of class 1: class 0 only
+    assert area_ratio(labels, only) == pytest.approx(16 / 8)
+
+
+def test_the_walkers_area_is_what_it_is_sure_of_not_its_ties():
+    """PH2 IMD040: background strokes on one side of a lesion leave the walker at ~0.5 far
+    from them; one correct stroke in the lesion tipped those ties to "lesion" and the
+    networks, right about the lesion, lost their share to an area ratio of 5."""
+    n = 40
+    walker = np.zeros((1, 2, n, n), np.float32)
+    walker[0, 0], walker[0, 1] = 1.0, 0.0  # sure background...
+    walker[0, 0, :, 30:], walker[0, 1, :, 30:] = 0.49, 0.51  # ...but a tie, tipped to "lesion"
+    lesion = np.zeros((n, n), bool)
+    lesion[14:26, 20:28] = True
+    walker[0, 0][lesion], walker[0, 1][lesion] = 0.05, 0.95
+    right = lesion.astype(int)[None]
+    argmax_area = np.count_nonzero(walker.argmax(axis=1) == 1)
+    assert argmax_area / lesion.sum() > AREA_RATIO[0]  # 496 / 96: the old check fired
+    assert area_ratio(right, walker) == pytest.approx(1504 / 1104)  # background, ties aside
+    probs = np.stack([1 - right, right], axis=1).astype(np.float32)
+    assert assess({"a": probs}, walker).network_share == pytest.approx(MAX_NETWORK_SHARE)
+
+
+def test_a_slice_without_strokes_is_not_compared_by_area():
+    """Strokes on one slice of a stack: the networks answer the others alone, and their
+    structures there are not set against a walker that knows nothing of them."""
+    n = 20
+    walker = np.full((3, 2, n, n), 0.5, np.float32)  # slices 1 and 2: no strokes
+    walker[0, 0], walker[0, 1] = 1.0, 0.0
+    walker[0, 0, 5:10, 5:10], walker[0, 1, 5:10, 5:10] = 0.0, 1.0
+    labels = np.zeros((3, n, n), int)
+    labels[:, 5:10, 5:10] = 1
+    labels[1:, :, :] = 1  # whatever they paint where no stroke is
+    assert area_ratio(labels, walker) == pytest.approx(1.0)
+    assert area_ratio(labels, np.full((1, 2, n, n), 0.5, np.float32)) is None
 
 
 def test_networks_that_agree_with_the_sure_walker_get_their_share():
@@ -311,7 +346,7 @@ def test_networks_that_agree_with_the_sure_walker_get_their_share():
     pred = combine_predictions(
         {"a": good}, weights=report.weights, walker=walker, network_share=report.network_share
     )
-    assert report.network_share == pytest.approx(MAX_NETWORK_SHARE * report.sure_fraction)
+    assert report.network_share == pytest.approx(MAX_NETWORK_SHARE)
     assert ((pred.ensemble[0] == 1) == disc).mean() > 0.97
 
 
@@ -329,9 +364,11 @@ def test_a_slice_with_strokes_of_one_class_is_not_handed_to_the_networks():
     assert (walker[1, 0][strokes[1] < 0] > 0.5).all()  # leans to the one class drawn
     np.testing.assert_allclose(walker[2], 0.5)  # no stroke: the walker knows nothing
     truth = np.repeat(disc.astype(int)[None], 3, axis=0)
-    paint = np.stack([1 - truth, truth], axis=1).astype(np.float32) * 0.9 + 0.05
+    # networks 0.7 sure of the disc everywhere: at their full share they still cannot
+    # overrule the lean (0.75 against 0.25 for K = 2), and they answer where it is uniform
+    paint = np.stack([1 - truth, truth], axis=1).astype(np.float32) * 0.4 + 0.3
     report = assess({"a": paint}, walker)
-    assert report.network_share > 0.1  # they agree with slice 0's sure pixels
+    assert report.network_share == pytest.approx(MAX_NETWORK_SHARE)  # slice 0 agrees
     ens = combine_predictions(
         {"a": paint}, weights=report.weights, walker=walker, network_share=report.network_share
     ).ensemble
