@@ -163,6 +163,27 @@ def combine_predictions(
     return Prediction(per_model, ensemble, disagreement, mean if with_probabilities else None)
 
 
+def member_agreement(per_model: dict[str, np.ndarray], answer: np.ndarray) -> float | None:
+    """Mean per-class Dice of each network's label map with the answer (None for one network).
+
+    A folder of scans predicted by a loaded trio has no strokes to check anything against;
+    where the three networks — a CNN, a transformer and a state-space model, trained together
+    but built differently — paint different structures, the answer is a guess. The lowest
+    agreement is where a reviewer should look first (``review.csv`` of a folder prediction).
+    Classes are those either map holds; background counts like any class.
+    """
+    if len(per_model) < 2:
+        return None
+    answer = np.asarray(answer)
+    dice = []
+    for labels in per_model.values():
+        labels = np.asarray(labels)
+        for c in np.union1d(np.unique(labels), np.unique(answer)):
+            a, b = labels == c, answer == c
+            dice.append(2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b)))
+    return float(np.mean(dice))
+
+
 def walker_vote(
     walker: np.ndarray,
     ensemble: np.ndarray,

@@ -221,6 +221,9 @@ class FolderPrediction:
     segmentation: Segmentation | None = None
     written: list[Path] | None = None
     outputs: object | None = None
+    #: the last one only: per image, the networks' agreement with the answer, lowest first
+    #: (what ``review.csv`` holds; :func:`~napari_medseg.inference.member_agreement`)
+    review: list[dict] | None = None
 
 
 def _output_stem(path: Path) -> str:
@@ -230,6 +233,41 @@ def _output_stem(path: Path) -> str:
 
 #: The float map written beside the label files: where the answer is most likely wrong.
 DISAGREEMENT_FILE = "disagreement.tif"
+#: Written beside a folder's label files: its images, those the networks agree on least first.
+REVIEW_FILE = "review.csv"
+
+
+def review_row(source: Path, target: Path, segmentation: Segmentation) -> dict:
+    """A folder prediction's row for one image: the networks' agreement with the answer
+    (:func:`~napari_medseg.inference.member_agreement`) and the share of pixels any voter
+    disputes."""
+    from .inference import member_agreement
+
+    return {
+        "image": source.name,
+        "prediction": target.name,
+        "agreement": member_agreement(segmentation.labels, segmentation.ensemble),
+        "disputed": float(np.mean(segmentation.disagreement > 0)),
+    }
+
+
+def rank_for_review(rows: Sequence[dict]) -> list[dict]:
+    """Lowest agreement first; rows without one (a single network) last, in their order."""
+    return sorted(rows, key=lambda r: (r["agreement"] is None, r["agreement"] or 0.0))
+
+
+def write_review(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
+    """``review.csv``: image, prediction file, agreement (0–1, empty for one network) and
+    disputed share, in the order given."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "prediction", "agreement", "disputed"])
+        for r in rows:
+            a = "" if r["agreement"] is None else f"{r['agreement']:.4f}"
+            w.writerow([r["image"], r["prediction"], a, f"{r['disputed']:.4f}"])
+    return Path(path)
 
 
 def output_names(keys: Sequence[str]) -> list[str]:
@@ -844,7 +882,9 @@ class Workflow:
         inputs: Sequence[str | os.PathLike] = (),
         option: str = "--out",
     ) -> Iterator[FolderPrediction]:
-        """Predicts every image file of ``folder`` into ``out/<stem>.tif`` (the ensemble).
+        """Predicts every image file of ``folder`` into ``out/<stem>.tif`` (the ensemble) and
+        ranks them in ``out/review.csv`` by how much the networks agree with the answer (the
+        images a reviewer should look at first, first).
 
         Staged like every run's outputs (:class:`~napari_medseg.outputs.StagedOutputs`): the
         folder is checked and the names are checked against the inputs (``inputs``: more
@@ -866,15 +906,21 @@ class Workflow:
             )
         total = len(files)
         with StagedOutputs(out, [*inputs, *files], option=option) as outputs:
-            outputs.check_names(_output_stem(p) + ".tif" for p in files)
+            outputs.check_names([*(_output_stem(p) + ".tif" for p in files), REVIEW_FILE])
             yield FolderPrediction(0, total, outputs.target)
+            rows = []
             for i, (path, target, seg) in enumerate(
                 self.predict_files(files, outputs.staging, device=device), start=1
             ):
                 outputs.path(target.name)  # staged there already: registered for the move
+                rows.append(review_row(path, target, seg))
                 yield FolderPrediction(i, total, outputs.target, path, seg)
+            review = rank_for_review(rows)
+            write_review(outputs.path(REVIEW_FILE), review)
             written = outputs.commit()
-            yield FolderPrediction(total, total, outputs.target, written=written, outputs=outputs)
+            yield FolderPrediction(
+                total, total, outputs.target, written=written, outputs=outputs, review=review
+            )
 
     # ------------------------------------------------------------------ prediction
     def device_for(self, choice: str = "auto"):

@@ -373,6 +373,15 @@ def test_fine_tuned_base_predicts_a_folder_and_eval_takes_folders(tmp_path, caps
     for i in range(4):
         lab = read_labels(pred / f"case{i}.tif")
         assert lab.shape == (36 + 2 * i, 40) and set(np.unique(lab)) <= {1, 2}
+    # review.csv ranks the four images, lowest agreement first; the summary names the first
+    import csv
+
+    with open(pred / "review.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["image"] for r in rows) == [f"case{i}.tif" for i in range(4)]
+    agreement = [float(r["agreement"]) for r in rows]
+    assert agreement == sorted(agreement) and all(0.0 <= a <= 1.0 for a in agreement)
+    assert f"the networks agree least on: {rows[0]['image']}" in out
     # into the image folder itself: refused before any work, the images untouched
     import hashlib
 

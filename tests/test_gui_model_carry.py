@@ -230,6 +230,7 @@ def test_predict_a_folder_into_label_files_with_a_progress_bar(
         assert lab.shape == img.shape[1:] and set(np.unique(lab)) <= {1, 2, 3, 4}
     assert {la.name for la in viewer.layers} == before  # files, not layers
     assert any("wrote 2 label file(s)" in m for m in _messages(notes, "info"))
+    assert len((tmp_path / "out" / "review.csv").read_text().splitlines()) == 3  # the rank
     # the image folder itself is refused before any work
     w.predict_folder(str(folder), str(folder))
     _wait_idle(qtbot, w)

@@ -154,7 +154,16 @@ def test_predict_folder_is_staged_checked_first_and_stoppable(tmp_path):
     got = list(wf.predict_folder(images, tmp_path / "pred", device="cpu"))
     assert [s.done for s in got] == [0, 1, 2, 2] and got[0].total == 2
     written = got[-1].written
-    assert [p.name for p in written] == ["case0.tif", "case1.tif"]
-    for i, p in enumerate(written):
+    assert [p.name for p in written] == ["case0.tif", "case1.tif", "review.csv"]
+    review = got[-1].review
+    assert sorted(r["image"] for r in review) == ["case0.tif", "case1.tif"]
+    assert review[0]["agreement"] <= review[1]["agreement"]
+    assert (
+        (tmp_path / "pred" / "review.csv")
+        .read_text()
+        .splitlines()[1]
+        .startswith(review[0]["image"] + "," + review[0]["prediction"])
+    )
+    for i, p in enumerate(written[:2]):
         lab = read_labels(p)
         assert lab.shape == (36 + 4 * i, 40) and set(np.unique(lab)) <= {1, 2}

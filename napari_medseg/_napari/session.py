@@ -632,11 +632,11 @@ class TrainingSession:
         out: str | os.PathLike,
         device: str = "auto",
         threads: int | None = None,
-    ) -> Iterator[tuple[int, int, str, list[Path] | None]]:
-        """Predicts every image file of ``folder`` into ``out`` (one ``<stem>.tif`` each,
-        staged: :meth:`~napari_medseg.workflow.Workflow.predict_folder`). Yields (done,
-        total, last file name, written files at the end); closing the generator (Stop) leaves
-        ``out`` as it was."""
+    ) -> Iterator[tuple[int, int, str, list[Path] | None, list[dict] | None]]:
+        """Predicts every image file of ``folder`` into ``out`` (one ``<stem>.tif`` each and
+        ``review.csv``, staged: :meth:`~napari_medseg.workflow.Workflow.predict_folder`).
+        Yields (done, total, last file name, written files and the review rows at the end);
+        closing the generator (Stop) leaves ``out`` as it was."""
         if not self.has_model:
             raise GuiError("no model yet — press Train (or Load model) before predicting")
         wf = self.workflow
@@ -648,7 +648,7 @@ class TrainingSession:
             try:
                 for step in steps:
                     name = step.source.name if step.source is not None else ""
-                    yield step.done, step.total, name, step.written
+                    yield step.done, step.total, name, step.written, step.review
                     if self._cancel_task.is_set():
                         return  # closes the staged run here, in the worker: nothing written
             finally:

@@ -736,19 +736,29 @@ class MedSegWidget(ControlPanel):
             if not out:
                 return None
         self.status_label.setText(f"Predicting the images of {folder}…")
+        from ..workflow import REVIEW_FILE  # a model exists: the engine is imported already
 
         def step(item) -> None:
-            done_n, total, name, written = item
+            done_n, total, name, written, review = item
             if self._task_pbar is None and self._task_worker is not None:
                 self._task_pbar = progress(total=total, desc="medseg: predicting a folder")
             pbar = self._task_pbar  # the bar's nested event loop may end the task meanwhile
             if pbar is not None and done_n > pbar.n:
                 pbar.update(done_n - pbar.n)
             if written is not None:
-                notify("info", f"wrote {len(written)} label file(s) into {out}")
-                self.status_label.setText(
-                    f"Predicted {len(written)} image(s) of {folder} into {out}."
+                ranked = [r for r in review or () if r["agreement"] is not None]
+                least = ", ".join(r["image"] for r in ranked[:3])
+                notify(
+                    "info",
+                    f"wrote {total} label file(s) into {out}"
+                    + (
+                        f" — the networks agree least on {least}: review those first "
+                        f"({REVIEW_FILE} ranks every image)"
+                        if least
+                        else ""
+                    ),
                 )
+                self.status_label.setText(f"Predicted {total} image(s) of {folder} into {out}.")
             elif name:
                 self.status_label.setText(f"Predicted {done_n}/{total}: {name}")
 

@@ -422,17 +422,17 @@ def _predict_folder(checkpoint: Path, folder: Path, out: str, device: str) -> in
     any work)."""
     from collections import Counter
 
-    from ..workflow import Workflow
+    from ..workflow import REVIEW_FILE, Workflow
     from .progress import progress_bar
 
     workflow = Workflow.load(checkpoint)
     steps = workflow.predict_folder(folder, out, device=device, inputs=[checkpoint])
     first = next(steps)  # the folder and the names are checked before any image
-    written, pixels = [], Counter()
+    written, pixels, review = [], Counter(), []
     with progress_bar(first.total, "predicting", "image") as bar:
         for step in steps:
             if step.written is not None:
-                written = step.written
+                written, review = step.written, step.review or []
                 continue
             seg = step.segmentation
             for w in seg.warnings:
@@ -443,12 +443,19 @@ def _predict_folder(checkpoint: Path, folder: Path, out: str, device: str) -> in
     out = first.folder
     total = sum(pixels.values())
     shares = ", ".join(f"{v}: {100 * n / total:.1f} %" for v, n in sorted(pixels.items()))
-    print(f"predicted {len(written)} image(s) of {folder} into {out} (one <stem>.tif each)")
+    print(f"predicted {first.total} image(s) of {folder} into {out} (one <stem>.tif each)")
     print(f"label values over all images: {shares}")
     for f in written[:5]:
         print(f"wrote {f}")
     if len(written) > 5:
         print(f"... and {len(written) - 5} more in {out}")
+    ranked = [r for r in review if r["agreement"] is not None]
+    if ranked:
+        least = ", ".join(f"{r['image']} ({r['agreement']:.2f})" for r in ranked[:3])
+        print(
+            f"the networks agree least on: {least} — review those first "
+            f"({REVIEW_FILE} ranks every image)"
+        )
     return 0
 
 
