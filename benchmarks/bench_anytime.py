@@ -44,6 +44,7 @@ from napari_medseg.data.datasets import (  # noqa: E402
 from napari_medseg.data.normalization import normalize_image  # noqa: E402
 from napari_medseg.data.readers import read_acdc_volume  # noqa: E402
 from napari_medseg.data.scribbles import simulate_scribbles  # noqa: E402
+from napari_medseg.inference import member_agreement  # noqa: E402
 from napari_medseg.shape_prior import apply_shape_prior, parse_shape_prior  # noqa: E402
 from napari_medseg.training import TrainConfig  # noqa: E402
 from napari_medseg.training.floor import floor_walker  # noqa: E402
@@ -203,6 +204,8 @@ def run_case(case: Case, args) -> list[dict]:
                 networks_heldout=(getattr(rep, "heldout", {}) or {}).get("networks"),
                 steps=final.iteration,
                 wall_s=wall,
+                # what review.csv ranks a folder by: does low agreement find the bad answers?
+                agreement=member_agreement(final.segmentation.labels, final.segmentation.ensemble),
             )
         )
     return rows
@@ -245,7 +248,31 @@ def table(rows: list[dict], title: str) -> str:
             f"{np.mean(steps) if steps else float('nan'):.0f} | "
             f"{max(wall) if wall else float('nan'):.1f} |"
         )
+    lines += review_rank_lines(rows)
     return "\n".join(lines)
+
+
+def review_rank_lines(rows: list[dict]) -> list[str]:
+    """Whether ranking by the networks' agreement with the answer (``review.csv``) puts the
+    worst answers first: Spearman's rho of agreement against the ensemble's Dice, and the
+    Dice of the lowest-agreement quarter beside the rest's."""
+    from scipy.stats import spearmanr
+
+    got = [r for r in rows if r.get("agreement") not in (None, "")]
+    if len(got) < 4:
+        return []
+    agree = np.array([float(r["agreement"]) for r in got])
+    dice_ = np.array([float(r["dice"]) for r in got])
+    rho = spearmanr(agree, dice_).statistic
+    order = np.argsort(agree)
+    q = max(1, len(got) // 4)
+    return [
+        "",
+        f"Review rank (the timed runs, {len(got)} cases): Spearman rho of the networks' "
+        f"agreement with the answer against its Dice **{rho:+.2f}**; the quarter with the "
+        f"lowest agreement has mean Dice {dice_[order[:q]].mean():.3f}, the rest "
+        f"{dice_[order[q:]].mean():.3f}.",
+    ]
 
 
 def main() -> None:
