@@ -252,10 +252,10 @@ def table(rows: list[dict], title: str) -> str:
     return "\n".join(lines)
 
 
-def review_rank_lines(rows: list[dict]) -> list[str]:
+def review_rank_lines(rows: list[dict], what: str = "the timed runs") -> list[str]:
     """Whether ranking by the networks' agreement with the answer (``review.csv``) puts the
     worst answers first: Spearman's rho of agreement against the ensemble's Dice, and the
-    Dice of the lowest-agreement quarter beside the rest's."""
+    Dice of the lowest-agreement quarter beside the rest's (rows: ``agreement``, ``dice``)."""
     from scipy.stats import spearmanr
 
     got = [r for r in rows if r.get("agreement") not in (None, "")]
@@ -268,7 +268,7 @@ def review_rank_lines(rows: list[dict]) -> list[str]:
     q = max(1, len(got) // 4)
     return [
         "",
-        f"Review rank (the timed runs, {len(got)} cases): Spearman rho of the networks' "
+        f"Review rank ({what}, {len(got)} cases): Spearman rho of the networks' "
         f"agreement with the answer against its Dice **{rho:+.2f}**; the quarter with the "
         f"lowest agreement has mean Dice {dice_[order[:q]].mean():.3f}, the rest "
         f"{dice_[order[q:]].mean():.3f}.",

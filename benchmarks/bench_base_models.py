@@ -57,6 +57,7 @@ from napari_medseg.data.classes import ClassMap  # noqa: E402
 from napari_medseg.data.collection import Collection, open_collection  # noqa: E402
 from napari_medseg.data.datasets import find_data_dir  # noqa: E402
 from napari_medseg.data.normalization import normalize_image  # noqa: E402
+from napari_medseg.inference import member_agreement  # noqa: E402
 from napari_medseg.presets import dataset_recipe, single_slice_recipe  # noqa: E402
 from napari_medseg.shape_prior import apply_shape_prior, parse_shape_prior  # noqa: E402
 from napari_medseg.training import TrainConfig  # noqa: E402
@@ -355,13 +356,40 @@ def score_zero_shot(ckpt: Path, test: Collection, results: Results, args, k=None
     if not todo:
         return
     workflow = Workflow.load(ckpt)
-    for i, (it, _, rows) in enumerate(workflow.evaluate(test, todo, device=args.device)):
-        results.add({"method": "zero-shot", "k": k, "case": it.name, "scores": compact(rows)})
+    for i, (it, seg, rows) in enumerate(workflow.evaluate(test, todo, device=args.device)):
+        # what review.csv ranks a predicted folder by
+        agreement = member_agreement(seg.labels, seg.ensemble)
+        results.add(
+            {
+                "method": "zero-shot",
+                "k": k,
+                "case": it.name,
+                "scores": compact(rows),
+                "agreement": agreement,
+            }
+        )
         d = np.mean([r["dice"] for r in rows if r["model"] == "ensemble"])
         print(
             f"  zero-shot{'' if k is None else f' k={k}'} [{i + 1}/{len(todo)}] {it.name}: {d:.3f}",
             flush=True,
         )
+
+
+def review_lines(records: list[dict]) -> list[str]:
+    """Does ``review.csv``'s order (the networks' agreement with the answer, lowest first)
+    put the worst zero-shot answers first? (bench_anytime.review_rank_lines over the files,
+    Dice = the ensemble's mean over classes.)"""
+    from bench_anytime import review_rank_lines
+
+    rows = [
+        {
+            "agreement": r.get("agreement"),
+            "dice": float(np.mean([c["dice"] for c in r["scores"]["ensemble"].values()])),
+        }
+        for r in records
+        if "ensemble" in r["scores"]
+    ]
+    return review_rank_lines(rows, "zero-shot, ranked as review.csv ranks a folder")
 
 
 def score_with_strokes(
@@ -638,6 +666,7 @@ def run_base(run: str, args, data: Path, work: Path, results: Results) -> str:
         "",
         *method_table(results, names, labels, REFERENCES if run == "acdc-base" else ()),
     ]
+    lines += review_lines(results.select("zero-shot"))
     n_ft = len(ft_items)
     if n_ft < len(test.items):  # zero-shot on the fine-tuned files alone, for a fair pair
         subset = {it.name for it in ft_items}

@@ -51,6 +51,10 @@ def test_acdc_base_scores_every_method_and_a_rerun_reuses_them(data, tmp_path, c
         for f in ("01", "12")
     )
     assert {r["steps"] for r in records if r["method"] in ("fine-tuned", "scratch")} == {1}
+    # the trio's agreement with its zero-shot answer: what review.csv ranks a folder by
+    for r in records:
+        if r["method"] == "zero-shot":
+            assert 0.0 <= r["agreement"] <= 1.0
     for r in records:
         ens = r["scores"]["ensemble"]
         assert set(ens) == {"1", "2", "3"} and all(0 <= v["dice"] <= 1 for v in ens.values())
