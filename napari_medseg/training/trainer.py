@@ -56,6 +56,7 @@ from .pseudo_labels import (
     random_walker_probabilities,
 )
 from .schedule import poly_lr
+from .threads import ThreadTuner
 from .weight_average import WeightAverage
 
 DEFAULT_TRIO = ("unet", "swin_unet", "mamba_unet")
@@ -123,6 +124,8 @@ class TrainConfig:
     holdout_fraction: float = 0.2
     # stop once the networks' held-out agreement stops improving (seconds/iterations still cap)
     until_plateau: bool = False
+    # time budgets on a CPU: torch's thread count chosen from measured steps (training/threads.py)
+    adapt_threads: bool = True
     # experiment (bench_floor_replay.py --ring): the previewed image's sure teacher pixels
     # within this many working pixels of the walker's unsure band are held out of the dense
     # teacher, so that agreement there tests how the networks extend the sure part (0: none)
@@ -747,13 +750,33 @@ class TriNetTrainer:
         """
         cfg = self.config
         start = time.perf_counter() if started is None else float(started)
+        self._step_seconds = []
+        plateau = _Plateau()
+        threads = self._thread_tuner()
+        try:
+            yield from self._steps(cfg, start, first_preview_slices, already, threads, plateau)
+        finally:
+            if threads is not None:
+                threads.restore()
+
+    def _thread_tuner(self) -> ThreadTuner | None:
+        """A time budget on a CPU, this process alone: the thread count that steps fastest now.
+
+        Step budgets keep torch's count (their results do not depend on the machine's load).
+        """
+        cfg = self.config
+        if not (cfg.adapt_threads and cfg.seconds and self.device.type == "cpu"):
+            return None
+        if self.distributed is not None or torch.get_num_threads() < 2:
+            return None
+        return ThreadTuner(torch.get_num_threads())
+
+    def _steps(self, cfg, start, first_preview_slices, already, threads, plateau):
         last_preview = None
         done_here = 0
         lr = cfg.lr
         losses: dict[str, float] = {}
         seed_message = ""
-        self._step_seconds = []
-        plateau = _Plateau()
         if self.preview is not None and cfg.floor and cfg.preview_every_seconds is not None:
             # the walker's answer first: seconds before any network has learnt anything
             pred, picked = self._walker_preview(first_preview_slices)
@@ -785,9 +808,14 @@ class TriNetTrainer:
                 progress, stop = self.distributed.agree(progress, stop)
             if stop:
                 break
+            if threads is not None:
+                threads.before_step()
             t0 = time.perf_counter()
             losses, lr = self._step(progress)
-            self._step_seconds = (self._step_seconds + [time.perf_counter() - t0])[-5:]
+            took = time.perf_counter() - t0
+            if threads is not None:
+                threads.after_step(took)
+            self._step_seconds = (self._step_seconds + [took])[-5:]
             self.iteration += 1
             done_here += 1
             plateau.record(done_here, self._plateau_score())
