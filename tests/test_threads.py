@@ -79,7 +79,7 @@ def test_candidates(threads, candidates):
 
 def test_a_time_budget_run_restores_torch_threads(monkeypatch):
     """Through the trainer: a timed run on a CPU tunes, and torch's count is back after it;
-    a step budget never touches it."""
+    a step budget touches it only when asked (the widget asks)."""
     import numpy as np
     import torch
 
@@ -97,7 +97,11 @@ def test_a_time_budget_run_restores_torch_threads(monkeypatch):
     before = torch.get_num_threads()
     real(2)
     try:
-        for budget in ({"iterations": 3}, {"seconds": 4.0}):
+        for budget in (
+            {"iterations": 3},
+            {"seconds": 4.0},
+            {"iterations": 3, "adapt_threads": True},  # the widget's
+        ):
             seen.clear()
             wf = Workflow(Task(unlabelled=0))
             cfg = TrainConfig(
@@ -106,7 +110,7 @@ def test_a_time_budget_run_restores_torch_threads(monkeypatch):
             wf.prepare([(image, scribbles)], cfg)
             *_, final = wf.train()
             assert final.done and torch.get_num_threads() == 2
-            if "iterations" in budget:
+            if "iterations" in budget and "adapt_threads" not in budget:
                 assert seen == []
             else:
                 assert seen[0] == 1 and seen[-1] == 2 and final.iteration >= 2

@@ -467,6 +467,7 @@ class TrainingSession:
                 patch_size=int(request.patch_size),
                 device=str(device),
                 preview_every_seconds=float(request.preview_every_seconds),
+                adapt_threads=True,  # a busy core must not stall the user's Train
             )
             if request.rw_weight is not None:
                 cfg.rw_weight = float(request.rw_weight)

@@ -43,7 +43,8 @@ TOOLTIPS: dict[str, str] = {
     "predict_on": (
         "The slice on screen, the whole image or stack, another image layer, every open image "
         "(each gets its own prediction layers), or every image file of a folder (label files "
-        "written into a folder you choose)"
+        "written into a folder you choose, with review.csv: the images the networks agree on "
+        "least first)"
     ),
     "resume": "Continue the last training with the current scribbles",
     "evaluate": "Dice / HD95 of the prediction layers against the ground truth",

@@ -124,8 +124,10 @@ class TrainConfig:
     holdout_fraction: float = 0.2
     # stop once the networks' held-out agreement stops improving (seconds/iterations still cap)
     until_plateau: bool = False
-    # time budgets on a CPU: torch's thread count chosen from measured steps (training/threads.py)
-    adapt_threads: bool = True
+    # torch's CPU thread count chosen from measured steps (training/threads.py): None for time
+    # budgets only (step budgets stay independent of the machine's load), True for any budget
+    # (the widget: its step budget is a duration to the user), False never
+    adapt_threads: bool | None = None
     # experiment (bench_floor_replay.py --ring): the previewed image's sure teacher pixels
     # within this many working pixels of the walker's unsure band are held out of the dense
     # teacher, so that agreement there tests how the networks extend the sure part (0: none)
@@ -760,12 +762,14 @@ class TriNetTrainer:
                 threads.restore()
 
     def _thread_tuner(self) -> ThreadTuner | None:
-        """A time budget on a CPU, this process alone: the thread count that steps fastest now.
+        """On a CPU, this process alone: the thread count that steps fastest now.
 
-        Step budgets keep torch's count (their results do not depend on the machine's load).
+        By default only under a time budget: step budgets keep torch's count, so that their
+        results do not depend on the machine's load (``adapt_threads=True`` tunes them too).
         """
         cfg = self.config
-        if not (cfg.adapt_threads and cfg.seconds and self.device.type == "cpu"):
+        wanted = cfg.adapt_threads is True or (cfg.adapt_threads is None and bool(cfg.seconds))
+        if not wanted or self.device.type != "cpu":
             return None
         if self.distributed is not None or torch.get_num_threads() < 2:
             return None
