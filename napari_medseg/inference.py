@@ -172,15 +172,16 @@ def member_agreement(per_model: dict[str, np.ndarray], answer: np.ndarray) -> fl
     agreement is where a reviewer should look first (``review.csv`` of a folder prediction).
     Classes are those either map holds; background counts like any class.
     """
+    from .metrics.multiclass import class_dice
+
     if len(per_model) < 2:
         return None
     answer = np.asarray(answer)
     dice = []
     for labels in per_model.values():
         labels = np.asarray(labels)
-        for c in np.union1d(np.unique(labels), np.unique(answer)):
-            a, b = labels == c, answer == c
-            dice.append(2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b)))
+        present = np.union1d(np.unique(labels), np.unique(answer))
+        dice.extend(class_dice(labels, answer, present.tolist()).values())
     return float(np.mean(dice))
 
 

@@ -256,6 +256,19 @@ def rank_for_review(rows: Sequence[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["agreement"] is None, r["agreement"] or 0.0))
 
 
+def review_hint(rows: Sequence[dict], n: int = 3) -> str:
+    """The sentence the CLI and the widget show after a folder prediction: the ``n`` least
+    agreed images of ``rows`` (ranked, :func:`rank_for_review`); empty for one network."""
+    ranked = [r for r in rows if r["agreement"] is not None][:n]
+    if not ranked:
+        return ""
+    least = ", ".join(f"{r['image']} ({r['agreement']:.2f})" for r in ranked)
+    return (
+        f"the networks agree least on: {least} — review those first "
+        f"({REVIEW_FILE} ranks every image)"
+    )
+
+
 def write_review(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
     """``review.csv``: image, prediction file, agreement (0–1, empty for one network) and
     disputed share, in the order given."""

@@ -736,7 +736,7 @@ class MedSegWidget(ControlPanel):
             if not out:
                 return None
         self.status_label.setText(f"Predicting the images of {folder}…")
-        from ..workflow import REVIEW_FILE  # a model exists: the engine is imported already
+        from ..workflow import review_hint  # a model exists: the engine is imported already
 
         def step(item) -> None:
             done_n, total, name, written, review = item
@@ -746,18 +746,9 @@ class MedSegWidget(ControlPanel):
             if pbar is not None and done_n > pbar.n:
                 pbar.update(done_n - pbar.n)
             if written is not None:
-                ranked = [r for r in review or () if r["agreement"] is not None]
-                least = ", ".join(r["image"] for r in ranked[:3])
-                notify(
-                    "info",
-                    f"wrote {total} label file(s) into {out}"
-                    + (
-                        f" — the networks agree least on {least}: review those first "
-                        f"({REVIEW_FILE} ranks every image)"
-                        if least
-                        else ""
-                    ),
-                )
+                hint = review_hint(review or ())
+                wrote = f"wrote {total} label file(s) into {out}"
+                notify("info", f"{wrote}; {hint}" if hint else wrote)
                 self.status_label.setText(f"Predicted {total} image(s) of {folder} into {out}.")
             elif name:
                 self.status_label.setText(f"Predicted {done_n}/{total}: {name}")

@@ -422,7 +422,7 @@ def _predict_folder(checkpoint: Path, folder: Path, out: str, device: str) -> in
     any work)."""
     from collections import Counter
 
-    from ..workflow import REVIEW_FILE, Workflow
+    from ..workflow import Workflow, review_hint
     from .progress import progress_bar
 
     workflow = Workflow.load(checkpoint)
@@ -449,13 +449,9 @@ def _predict_folder(checkpoint: Path, folder: Path, out: str, device: str) -> in
         print(f"wrote {f}")
     if len(written) > 5:
         print(f"... and {len(written) - 5} more in {out}")
-    ranked = [r for r in review if r["agreement"] is not None]
-    if ranked:
-        least = ", ".join(f"{r['image']} ({r['agreement']:.2f})" for r in ranked[:3])
-        print(
-            f"the networks agree least on: {least} — review those first "
-            f"({REVIEW_FILE} ranks every image)"
-        )
+    hint = review_hint(review)
+    if hint:
+        print(hint)
     return 0
 
 

@@ -52,7 +52,6 @@ class ThreadTuner:
         self.trials: list[int] = []  # candidates still to try in this round
         self.times: dict[int, float] = {}  # the last step's seconds per candidate
         self.next_round: float | None = None
-        self.history: list[tuple[int, int]] = []  # (step, threads) at each change
 
     @property
     def active(self) -> bool:
@@ -96,6 +95,5 @@ class ThreadTuner:
 
     def _use(self, n: int) -> None:
         if n != self.current:
-            self.history.append((self.steps, n))
             self._set(n)
             self.current = n
