@@ -48,8 +48,8 @@ CONFIDENT = 0.9
 #: and at which it reaches its maximum. The start was 0.91 until the tenth round: on
 #: dermoscopy the walker is sure *and wrong* on a tenth to a fifth of what it is sure of (a
 #: lesion's pale rim called skin), networks right there agree 0.82–0.90 and earned nothing
-#: (PH2 `IMD057`: networks alone 0.97, answer = walker 0.57). ACDC's networks agree ≤ 0.78
-#: while they are still worse than the walker (25 steps), so 0.82 keeps a margin there; the
+#: (PH2 `IMD057`: networks alone 0.97, answer = walker 0.57). ACDC's 25-step networks, far
+#: worse than the walker, agree at most 0.78, so 0.82 keeps a margin there; the
 #: end stays at 0.98, where ACDC's networks that get worse between 100 and 200 steps still
 #: take a small share (BENCHMARKS §9, tenth round).
 AGREEMENT_RAMP = (0.82, 0.98)
