@@ -190,14 +190,49 @@ def mixed_dice(share, walker, nets, values, truth, fg, rules) -> float:
     return anytime.dice(values[idx], truth, fg)
 
 
+def pair(text: str | None, name: str) -> tuple[float, float] | None:
+    """``"0.82,0.98"`` as (0.82, 0.98); None stays None (the tree's constant)."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        sys.exit(f"--{name} {text!r}: give two numbers, low and high, e.g. --{name} 0.82,0.98")
+    if not lo < hi:
+        sys.exit(f"--{name} {text!r}: the first number must be below the second")
+    return lo, hi
+
+
 def replay(args) -> None:
-    lines = []
+    from napari_medseg.training.floor import AGREEMENT_RAMP, AREA_RATIO
+
+    ramp = pair(args.ramp, "ramp") or AGREEMENT_RAMP
+    area = pair(args.area, "area") or AREA_RATIO
+    lines = [
+        f'Rule replayed as "this tree": agreement ramp {ramp[0]:g} → {ramp[1]:g}, area '
+        f"bounds {area[0]:g} → {area[1]:g}.",
+        "",
+    ]
+    below: list[str] = []
     for folder in map(Path, args.dumps):
         rows: dict[int, dict[str, list[float]]] = {}
-        for _, step, truth, values, fg, walker, nets, recorded, heldout, rules, _ in load(folder):
-            report = earn_share(FloorReport(heldout=heldout), nets.argmax(axis=1), walker)
+        for case_dir, step, truth, values, fg, walker, nets, recorded, heldout, rules, _ in load(
+            folder
+        ):
+            report = earn_share(
+                FloorReport(heldout=heldout), nets.argmax(axis=1), walker, ramp=ramp, area=area
+            )
 
             case = (walker, nets, values, truth, fg, rules)
+            gain = mixed_dice(report.network_share, *case) - mixed_dice(0.0, *case)
+            if gain < -1e-9:
+                agreement, ratio = report.agreement["networks"], report.area_ratio
+                below.append(
+                    f"| {folder.name} | {case_dir.name} | {step} | {gain:+.4f} | "
+                    f"{report.network_share:.2f} | "
+                    f"{'–' if agreement is None else f'{agreement:.3f}'} | "
+                    f"{'–' if ratio is None else f'{ratio:.2f}'} |"
+                )
             r = rows.setdefault(step, {})
             for key, value in (
                 ("walker", mixed_dice(0.0, *case)),
@@ -233,6 +268,17 @@ def replay(args) -> None:
                 f"{r['share recorded'].mean():.2f} / {r['share this tree'].mean():.2f} |"
             )
         lines.append("")
+    lines += [
+        f"Budgets below the walker under this tree's rule: {len(below)}",
+        "",
+    ]
+    if below:
+        lines += [
+            "| set | case | steps | ensemble − walker | share | agreement | area ratio |",
+            "|---|---|---|---|---|---|---|",
+            *below,
+            "",
+        ]
     emit(lines, args.out)
 
 
@@ -391,6 +437,18 @@ def main(argv=None) -> None:
     r = sub.add_parser("replay", help="score the recorded and this tree's rule")
     r.add_argument("dumps", nargs="+", help="folders written by dump")
     r.add_argument("--out", default=None, help="markdown file")
+    r.add_argument(
+        "--ramp",
+        default=None,
+        metavar="LO,HI",
+        help="replay this agreement ramp instead of the tree's AGREEMENT_RAMP (e.g. 0.78,0.98)",
+    )
+    r.add_argument(
+        "--area",
+        default=None,
+        metavar="OK,WORST",
+        help="replay these area bounds instead of the tree's AREA_RATIO (e.g. 4,12)",
+    )
     g = sub.add_parser("ring", help="the ring experiment: ring agreement against gain")
     g.add_argument("dumps", nargs="+", help="folders written by dump --ring")
     g.add_argument("--out", default=None, help="markdown file")

@@ -118,3 +118,29 @@ def test_disagreement_shows_the_walker_dissent_where_the_networks_overrule_it(tm
     assert row[2] == "0.000 / 0.000 / 0.000" and row[3] == "0.000 (1)"
     # the walker's vote lights exactly the wrong row, on a budget below the walker
     assert row[4] == "0.062 / 1.000 / 1.000" and row[5].startswith("1.000 (1)")
+
+
+def test_replay_takes_another_ramp_and_lists_the_budgets_below_the_walker(tmp_path, capsys):
+    truth = np.zeros((8, 8), np.uint8)
+    truth[2:6, 2:6] = 1
+    _recording(tmp_path / "rec", truth, truth, share=0.0)  # the walker is exact
+    nets = truth.copy()
+    nets[6, 2:6] = 1  # the networks paint one row too many, and are sure of it
+    p = np.stack([nets == 0, nets == 1]).astype(np.float16)[None]
+    with np.load(tmp_path / "rec" / "frame1" / "s5.npz") as d:
+        kept = {k: d[k] for k in d.files if k != "m_unet"}
+    np.savez_compressed(tmp_path / "rec" / "frame1" / "s5.npz", **kept, m_unet=0.98 * p + 0.01)
+    # agreement with the sure walker pixels: mean Dice (0.957, 0.889) = 0.923
+    bench_floor_replay.main(["replay", str(tmp_path / "rec")])
+    out = capsys.readouterr().out
+    assert "agreement ramp 0.82 → 0.98" in out
+    assert "Budgets below the walker under this tree's rule: 0" in out  # share 0.32: walker wins
+    bench_floor_replay.main(["replay", str(tmp_path / "rec"), "--ramp", "0.5,0.6"])
+    out = capsys.readouterr().out
+    assert "agreement ramp 0.5 → 0.6" in out
+    assert "Budgets below the walker under this tree's rule: 1" in out  # the full share
+    assert _row(out)[-1].strip().endswith("0.00 / 0.50 |")
+    line = next(x for x in out.splitlines() if x.startswith("| rec | frame1 | 5 |"))
+    assert "| 0.50 | 0.923 |" in line
+    with pytest.raises(SystemExit, match="two numbers"):
+        bench_floor_replay.main(["replay", str(tmp_path / "rec"), "--area", "4"])

@@ -357,12 +357,14 @@ def earn_share(
     walker: np.ndarray,
     ramp: tuple[float, float] = AGREEMENT_RAMP,
     max_share: float = MAX_NETWORK_SHARE,
+    area: tuple[float, float] = AREA_RATIO,
 ) -> FloorReport:
     """Sets the networks' share (and what it rests on) in ``report`` from the weighted
     networks' labels (Z, H, W), the walker's probabilities and ``report.heldout``.
 
     Separate from :func:`assess` so that the floor benchmark can replay saved predictions
-    through exactly this rule (``benchmarks/bench_floor_replay.py``).
+    through exactly this rule, or through other ramps and area bounds
+    (``benchmarks/bench_floor_replay.py replay --ramp --area``).
     """
     report.sure_fraction = float(np.mean(walker.max(axis=1) >= CONFIDENT))
     report.agreement["networks"] = confident_agreement(networks, walker)
@@ -382,7 +384,7 @@ def earn_share(
     # many validated images, where the walker's sizes were the wrong ones (PH2: members at
     # 0.90 held at the walker's 0.25 by an area ratio of 6+ — the walker's lesion was too small)
     report.network_share = max(
-        area_trust(report.area_ratio) * max(sure_share, held_share),
+        area_trust(report.area_ratio, area) * max(sure_share, held_share),
         report.base_share,
     )
     return report
