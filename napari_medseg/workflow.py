@@ -633,6 +633,7 @@ class Workflow:
             )
         names = collection.class_names or (base.class_names if base is not None else ())
         preset = config.preset or default_preset(resolve_device(config.device))
+        config = replace(config)  # the caller's config stays as given
         config.resolve(preset, dataset_recipe(preset))  # a dataset's recipe, unless told
         if base is not None:
             scale = base.working_scale

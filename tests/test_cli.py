@@ -58,7 +58,9 @@ def test_train_predict_eval_round_trip(tiny_pair, capsys):
         ]
     )
     assert rc == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "(lite) on cpu" in captured.err  # the preset the trainer resolved, not "None"
     for name in ("ensemble.tif", "unet.tif", "unet_2.tif", "disagreement.tif", "model.pt"):
         assert (out / name).is_file() and name in printed
     ens = read_labels(out / "ensemble.tif")

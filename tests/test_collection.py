@@ -271,6 +271,7 @@ def test_dataset_trainer_keeps_only_working_resolution_copies(tmp_path):
     sides = sorted(max(it.shape) for it in c.items)
     assert t.scale == pytest.approx(20 / sides[len(sides) // 2])  # the median side fits
     assert all(max(im.shape[-2:]) <= round(max(sides) * t.scale) for im in t._images)
+    assert t.config.augment is True and cfg.augment is None  # the dataset recipe, in a copy
 
 
 def test_a_saved_trio_predicts_what_its_trainer_predicts(tmp_path):

@@ -499,3 +499,19 @@ def test_a_single_2d_image_is_augmented_by_default_and_a_stack_is_not():
     assert resolved([stack], [stack_seeds]) is False
     assert resolved([image, image], [seeds, seeds]) is False  # two images: variety enough
     assert resolved([image], [seeds], augment=False) is False  # the user's choice stands
+
+
+def test_the_callers_config_is_not_filled_in_and_serves_the_next_image_afresh():
+    """The recipe is resolved in the trainer's copy: one config used for a 2-D image and then
+    a stack must give the stack the stack's recipe, not the photo's augmentation."""
+    image = np.random.default_rng(0).random((1, 1, 32, 32)).astype(np.float32)
+    seeds = np.full((1, 32, 32), -1, np.int64)
+    seeds[0, 2, 2:30], seeds[0, 16, 10:20] = 0, 1
+    cfg = TrainConfig(models=("unet",), iterations=1, device="cpu", max_side=0)
+    photo = TriNetTrainer([image], [seeds], 2, cfg, preview=None)
+    assert photo.config.augment is True and photo.config.preset == "lite"
+    assert cfg.augment is None and cfg.preset is None and cfg.lr is None  # as the caller left it
+    stack = TriNetTrainer(
+        [np.concatenate([image, image])], [np.concatenate([seeds, seeds])], 2, cfg, preview=None
+    )
+    assert stack.config.augment is False

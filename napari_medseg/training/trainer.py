@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -268,7 +268,9 @@ class TriNetTrainer:
         metadata: dict | None = None,
         working_scale: float | None = None,
     ):
-        self.config = config or TrainConfig()
+        # a copy: the preset's recipe is filled into it, and the caller's config may serve
+        # another image (one 2-D image resolves to other settings than a stack)
+        self.config = replace(config) if config is not None else TrainConfig()
         cfg = self.config
         cfg.check()
         if len(images) != len(seeds) or not images:
