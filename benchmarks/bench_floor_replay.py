@@ -224,7 +224,9 @@ def replay(args) -> None:
             )
 
             case = (walker, nets, values, truth, fg, rules)
-            gain = mixed_dice(report.network_share, *case) - mixed_dice(0.0, *case)
+            walker_dice = mixed_dice(0.0, *case)
+            tree_dice = mixed_dice(report.network_share, *case)
+            gain = tree_dice - walker_dice
             if gain < -1e-9:
                 agreement, ratio = report.agreement["networks"], report.area_ratio
                 below.append(
@@ -235,10 +237,10 @@ def replay(args) -> None:
                 )
             r = rows.setdefault(step, {})
             for key, value in (
-                ("walker", mixed_dice(0.0, *case)),
+                ("walker", walker_dice),
                 ("networks", mixed_dice(1.0, *case)),
                 ("recorded", mixed_dice(recorded, *case)),
-                ("this tree", mixed_dice(report.network_share, *case)),
+                ("this tree", tree_dice),
                 ("share recorded", recorded),
                 ("share this tree", report.network_share),
             ):
