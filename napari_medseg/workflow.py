@@ -408,6 +408,14 @@ class Workflow:
         return self.base.models if self.base is not None else ()
 
     @property
+    def preset(self) -> str | None:
+        """The preset in force: the trainer's, resolved from the device and the recipe (the
+        config a driver passed stays as it was given), else the base's."""
+        if self.trainer is not None:
+            return self.trainer.config.preset
+        return (self.base.config or {}).get("preset") if self.base is not None else None
+
+    @property
     def keys(self) -> list[str]:
         """Slot keys, as in :attr:`Segmentation.labels`."""
         if self.trainer is not None:

@@ -490,7 +490,7 @@ class TrainingSession:
             stage="ready",
             run_total=int(request.iterations),
             device=str(trainer.device),
-            preset=str(trainer.config.preset),
+            preset=str(wf.preset),
         )
         if request.wait_for_layers:
             self._wait_for_layers()
@@ -510,7 +510,7 @@ class TrainingSession:
                 done=progress.done,
                 stopped=progress.stopped,
                 device=str(trainer.device),
-                preset=str(trainer.config.preset),
+                preset=str(wf.preset),
             )
             if first or warnings:
                 out.warnings.extend(warnings)

@@ -171,7 +171,7 @@ def cmd_train(args) -> int:
         outputs.check_names([*output_names(workflow.keys), "model.pt"])
         with StopOnInterrupt(workflow) as interrupt:
             print(
-                f"training {', '.join(cfg.models)} ({workflow.trainer.config.preset}) on "
+                f"training {', '.join(cfg.models)} ({workflow.preset}) on "
                 f"{workflow.device_for()} — "
                 f"{len(values)} classes {list(values)}",
                 file=sys.stderr,
@@ -331,7 +331,7 @@ def _drive_collection(args, workflow, cfg, out: Path, warnings, started: float) 
     procs = f" over {dist.world} processes" if dist is not None else ""
     what = "resuming" if args.resume else ("fine-tuning" if base is not None else "training")
     print(
-        f"{what} {', '.join(cfg.models)} ({workflow.trainer.config.preset}) on "
+        f"{what} {', '.join(cfg.models)} ({workflow.preset}) on "
         f"{workflow.device_for()} — "
         f"{collection.name} ({collection.layout}{', simulated strokes' if simulate else ''}): "
         f"{workflow.trained_on['images']} training and {len(ds.val)} validation file(s)"

@@ -64,7 +64,7 @@ def run_demo(out: Path, seconds: float = 45.0, sample: str = "mri") -> dict:
         with StopOnInterrupt(workflow) as interrupt:
             print(
                 f"napari-medseg demo: training {', '.join(cfg.models)} "
-                f"({workflow.trainer.config.preset}) on "
+                f"({workflow.preset}) on "
                 f"{workflow.device_for()} for {seconds:.0f} s on the {sample.upper()} sample "
                 f"({data.get('description', '')})",
                 file=sys.stderr,
