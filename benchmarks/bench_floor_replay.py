@@ -15,7 +15,9 @@ deterministically, on exactly the same networks:
 share the machine) and records, at each of ``--steps``, what ``Workflow.predict`` combined;
 ``replay`` scores the share the recording tree gave ("recorded") beside the share this tree's
 :func:`~napari_medseg.training.floor.earn_share` gives ("this tree"), the walker and the
-networks alone; ``disagreement`` scores the disagreement map against the answer's errors.
+networks alone — both shares mixed as this tree mixes (:func:`~napari_medseg.inference.
+floor_mix`, or every pixel alike with ``--linear-mix``, as before the twelfth round);
+``disagreement`` scores the disagreement map against the answer's errors.
 Dumps are large (float16 probabilities): keep them out of git.
 """
 
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_anytime as anytime  # noqa: E402
 
+from napari_medseg.inference import floor_mix  # noqa: E402
 from napari_medseg.shape_prior import ShapePrior, apply_shape_prior  # noqa: E402
 from napari_medseg.training.floor import FloorReport, earn_share  # noqa: E402
 
@@ -181,10 +184,13 @@ def load(folder: Path):
             )
 
 
-def mixed_dice(share, walker, nets, values, truth, fg, rules) -> float:
+def mixed_dice(share, walker, nets, values, truth, fg, rules, labels=None) -> float:
     """Dice of the floor's mix at ``share`` (0: the walker, 1: the networks), with the prior's
-    ``rules`` (or None) applied after mixing, as ``Workflow.predict`` applies them."""
-    idx = ((1.0 - share) * walker + share * nets).argmax(axis=1).astype(np.uint8)
+    ``rules`` (or None) applied after mixing, as ``Workflow.predict`` applies them.
+    ``labels``: the members' argmax maps, for the product's per-pixel mix
+    (:func:`~napari_medseg.inference.floor_mix`: the share doubled where they are sure and
+    unanimous); None mixes every pixel at ``share`` (the rule before the twelfth round)."""
+    idx = floor_mix(walker, nets, share, labels).argmax(axis=1).astype(np.uint8)
     if rules is not None:
         idx = apply_shape_prior(idx, rules[1], rules[0])
     return anytime.dice(values[idx], truth, fg)
@@ -210,20 +216,35 @@ def replay(args) -> None:
     area = pair(args.area, "area") or AREA_RATIO
     lines = [
         f'Rule replayed as "this tree": agreement ramp {ramp[0]:g} → {ramp[1]:g}, area '
-        f"bounds {area[0]:g} → {area[1]:g}.",
+        f"bounds {area[0]:g} → {area[1]:g}, "
+        + (
+            "every pixel mixed at the share (--linear-mix)."
+            if args.linear_mix
+            else "the share doubled where the networks are sure and unanimous."
+        ),
         "",
     ]
     below: list[str] = []
     for folder in map(Path, args.dumps):
         rows: dict[int, dict[str, list[float]]] = {}
-        for case_dir, step, truth, values, fg, walker, nets, recorded, heldout, rules, _ in load(
-            folder
-        ):
+        for (
+            case_dir,
+            step,
+            truth,
+            values,
+            fg,
+            walker,
+            nets,
+            recorded,
+            heldout,
+            rules,
+            members,
+        ) in load(folder):
             report = earn_share(
                 FloorReport(heldout=heldout), nets.argmax(axis=1), walker, ramp=ramp, area=area
             )
-
-            case = (walker, nets, values, truth, fg, rules)
+            labels = None if args.linear_mix else [p.argmax(axis=1) for p, _ in members.values()]
+            case = (walker, nets, values, truth, fg, rules, labels)
             walker_dice = mixed_dice(0.0, *case)
             tree_dice = mixed_dice(report.network_share, *case)
             gain = tree_dice - walker_dice
@@ -297,13 +318,14 @@ def ring(args) -> None:
     lines = []
     for folder in map(Path, args.dumps):
         by_step: dict[int, list[tuple]] = {}
-        for case, step, truth, values, fg, walker, nets, share, _, rules, _ in load(folder):
+        for case, step, truth, values, fg, walker, nets, share, _, rules, members in load(folder):
             if not (case / "ring.npz").is_file():
                 continue
             held = np.load(case / "ring.npz")["ring"]
             held = held[None] if held.ndim == 2 else held
 
-            parts = (walker, nets, values, truth, fg, rules)
+            labels = [p.argmax(axis=1) for p, _ in members.values()]
+            parts = (walker, nets, values, truth, fg, rules, labels)
             w = mixed_dice(0.0, *parts)
             by_step.setdefault(step, []).append(
                 (
@@ -366,9 +388,9 @@ def disagreement(args) -> None:
                 share.network_share,
             )
             errors = values[pred.ensemble] != truth
-            below = mixed_dice(share.network_share, walker, nets, values, truth, fg, rules) < (
-                mixed_dice(0.0, walker, nets, values, truth, fg, rules) - 1e-9
-            )
+            labels = [p.argmax(axis=1) for p, _ in members.values()]
+            parts = (walker, nets, values, truth, fg, rules, labels)
+            below = mixed_dice(share.network_share, *parts) < (mixed_dice(0.0, *parts) - 1e-9)
             alone = (np.stack(list(pred.per_model.values())) != pred.ensemble[None]).mean(axis=0)
             r = rows.setdefault(step, {})
             for key, lit in (("networks", alone > 0), ("with walker", pred.disagreement > 0)):
@@ -450,6 +472,12 @@ def main(argv=None) -> None:
         default=None,
         metavar="OK,WORST",
         help="replay these area bounds instead of the tree's AREA_RATIO (e.g. 4,12)",
+    )
+    r.add_argument(
+        "--linear-mix",
+        action="store_true",
+        help="mix every pixel at the share (the rule before the twelfth round), instead of "
+        "doubling it where the networks are sure and unanimous (inference.floor_mix)",
     )
     g = sub.add_parser("ring", help="the ring experiment: ring agreement against gain")
     g.add_argument("dumps", nargs="+", help="folders written by dump --ring")

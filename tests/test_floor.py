@@ -474,3 +474,59 @@ def test_networks_right_where_the_walker_is_sure_and_wrong_still_earn_a_share():
     rim = (r >= 14) & (r < 16)
     # below a share of one half the walker's sure pixels stay its own, right or wrong
     assert (answer[0][rim] == alone[0][rim]).all()
+
+
+def _rim_case(n=64):
+    """A lesion whose pale rim (14 ≤ r < 16) the walker calls skin, sure (0.95)."""
+    yy, xx = np.mgrid[:n, :n]
+    r = np.hypot(yy - n / 2, xx - n / 2)
+    walker = np.zeros((1, 2, n, n), np.float32)
+    for region, p_lesion in ((r < 14, 0.95), (r >= 14, 0.05)):
+        walker[0, 1][region], walker[0, 0][region] = p_lesion, 1.0 - p_lesion
+    truth = (r < 16)[None]
+    rim = ((r >= 14) & (r < 16))[None]
+    return walker, truth, rim
+
+
+def _member(truth, sure):
+    """(1, 2, H, W) probabilities giving the truth's label with probability ``sure``."""
+    t = truth.astype(np.float32)
+    return np.stack([1 - t, t], axis=1) * (2 * sure - 1) + (1 - sure)
+
+
+def test_sure_unanimous_networks_overrule_a_sure_wrong_walker_at_a_share_below_half():
+    """PH2: the walker is sure and wrong on a lesion's rim; three networks, built differently,
+    all say lesion at 0.98. At the image's share of 0.4 the mix alone keeps the walker's
+    "skin" (it needs a share of 0.48 there); doubled where they are sure and unanimous, the
+    networks decide the rim — and nothing else changes."""
+    from napari_medseg.inference import OVERRULE_SURE, combine_predictions, floor_mix
+
+    walker, truth, rim = _rim_case()
+    nets = _member(truth, 0.98)
+    probs = {k: nets for k in ("unet", "swin", "mamba")}
+    answer = combine_predictions(probs, walker=walker, network_share=0.4).ensemble
+    assert (answer[rim] == 1).all()  # overruled: the networks' lesion
+    np.testing.assert_array_equal(answer[~rim], walker.argmax(axis=1)[~rim])
+    # one network alone has no one to agree with: the plain mix, the walker's skin
+    alone = combine_predictions({"unet": nets}, walker=walker, network_share=0.4).ensemble
+    assert (alone[rim] == 0).all()
+    # unanimous but not sure enough: the plain mix again
+    unsure = _member(truth, OVERRULE_SURE - 0.05)
+    labels = [unsure.argmax(axis=1)] * 3
+    mixed = floor_mix(walker, unsure, 0.4, labels).argmax(axis=1)
+    assert (mixed[rim] == 0).all()
+    # a share of 0 stays the walker's everywhere, sure networks or not
+    np.testing.assert_array_equal(floor_mix(walker, nets, 0.0, [nets.argmax(axis=1)] * 3), walker)
+
+
+def test_one_dissenting_network_keeps_the_walker_where_it_dissents():
+    from napari_medseg.inference import combine_predictions
+
+    walker, truth, rim = _rim_case()
+    nets = _member(truth, 0.98)
+    dissent = _member(truth & ~rim, 0.98)  # the third network calls the rim skin
+    probs = {"unet": nets, "swin": nets, "mamba": dissent}
+    # the weighted networks still say lesion on the rim (2 of 3, at 0.66), sure enough only
+    # if the dissent is ignored: the rim keeps the walker's label
+    answer = combine_predictions(probs, walker=walker, network_share=0.4).ensemble
+    assert (answer[rim] == 0).all()
