@@ -144,3 +144,27 @@ def test_replay_takes_another_ramp_and_lists_the_budgets_below_the_walker(tmp_pa
     assert "| 0.50 | 0.923 |" in line
     with pytest.raises(SystemExit, match="two numbers"):
         bench_floor_replay.main(["replay", str(tmp_path / "rec"), "--area", "4"])
+
+
+def test_replay_mixes_as_the_product_and_linear_mix_replays_the_old_mix(tmp_path, capsys):
+    """Three sure, unanimous networks overrule a sure walker at a share of 0.4 (doubled
+    there: ``inference.floor_mix``); ``--linear-mix`` mixes every pixel at 0.4 and keeps it."""
+    truth = np.zeros((8, 8), np.uint8)
+    truth[2:6, 2:6] = 1
+    walker = truth.copy()
+    walker[2, 2:6] = 0  # sure and wrong on a row: Dice 12/14
+    _recording(tmp_path / "rec", walker, truth, share=0.4)
+    budget = tmp_path / "rec" / "frame1" / "s5.npz"
+    with np.load(budget) as d:
+        saved = {k: d[k] for k in d.files}
+    saved["weights"] = np.array([1 / 3, 1 / 3, 1 / 3])
+    saved["m_swin"] = saved["m_mamba"] = saved["m_unet"]
+    np.savez_compressed(budget, **saved)
+    bench_floor_replay.main(["replay", str(tmp_path / "rec")])
+    out = capsys.readouterr().out
+    assert "the share doubled where the networks are sure and unanimous" in out
+    assert _row(out)[3].startswith("1.000 (+0.143")  # the recorded share, the product's mix
+    bench_floor_replay.main(["replay", str(tmp_path / "rec"), "--linear-mix"])
+    out = capsys.readouterr().out
+    assert "every pixel mixed at the share" in out
+    assert _row(out)[3].startswith("0.857 (+0.000")  # at 0.4 the sure walker keeps its row
