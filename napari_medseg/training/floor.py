@@ -7,8 +7,10 @@ from the first preview on, and the networks *earn* their share of it:
 
     p = (1 − s) · p_walker + s · Σ w_i · p_i
 
-with the networks' share ``s`` rising from 0 to :data:`MAX_NETWORK_SHARE` as their weighted
-ensemble comes to agree with the walker where the walker is sure of itself (probability ≥
+(``s`` doubled on the pixels where the three networks are sure and unanimous:
+:func:`~napari_medseg.inference.floor_mix`), with the networks' share ``s`` rising from 0 to
+:data:`MAX_NETWORK_SHARE` as their weighted ensemble comes to agree with the walker where the
+walker is sure of itself (probability ≥
 :data:`CONFIDENT`), and withdrawn from networks whose structures are several times larger
 or smaller than what the walker finds (:data:`AREA_RATIO`, :data:`FOUND`). Networks that
 beat the walker clearly on the *held-out strokes* (:mod:`.holdout`: strokes neither they nor
@@ -54,7 +56,9 @@ CONFIDENT = 0.9
 #: take a small share (BENCHMARKS §9, tenth round).
 AGREEMENT_RAMP = (0.82, 0.98)
 #: The networks' largest share of the output: at one half they decide where the walker
-#: hesitates and cannot overrule it where it is sure.
+#: hesitates and cannot overrule it where it is sure — except on the pixels where all three
+#: are sure and unanimous, where the share is doubled (:func:`~napari_medseg.inference.
+#: floor_mix`, twelfth round).
 MAX_NETWORK_SHARE = 0.5
 #: How far the networks' area of a class may stray from the area the walker *finds* for it
 #: (:data:`FOUND`) before their share shrinks (ratio ``ok``, either way) and where it is gone
