@@ -184,6 +184,11 @@ def load(folder: Path):
             )
 
 
+def member_labels(members: dict) -> list[np.ndarray]:
+    """Each member's argmax map, as ``inference.floor_mix`` takes them."""
+    return [p.argmax(axis=1) for p, _ in members.values()]
+
+
 def mixed_dice(share, walker, nets, values, truth, fg, rules, labels=None) -> float:
     """Dice of the floor's mix at ``share`` (0: the walker, 1: the networks), with the prior's
     ``rules`` (or None) applied after mixing, as ``Workflow.predict`` applies them.
@@ -243,7 +248,7 @@ def replay(args) -> None:
             report = earn_share(
                 FloorReport(heldout=heldout), nets.argmax(axis=1), walker, ramp=ramp, area=area
             )
-            labels = None if args.linear_mix else [p.argmax(axis=1) for p, _ in members.values()]
+            labels = None if args.linear_mix else member_labels(members)
             case = (walker, nets, values, truth, fg, rules, labels)
             walker_dice = mixed_dice(0.0, *case)
             tree_dice = mixed_dice(report.network_share, *case)
@@ -324,7 +329,7 @@ def ring(args) -> None:
             held = np.load(case / "ring.npz")["ring"]
             held = held[None] if held.ndim == 2 else held
 
-            labels = [p.argmax(axis=1) for p, _ in members.values()]
+            labels = member_labels(members)
             parts = (walker, nets, values, truth, fg, rules, labels)
             w = mixed_dice(0.0, *parts)
             by_step.setdefault(step, []).append(
@@ -388,7 +393,7 @@ def disagreement(args) -> None:
                 share.network_share,
             )
             errors = values[pred.ensemble] != truth
-            labels = [p.argmax(axis=1) for p, _ in members.values()]
+            labels = member_labels(members)
             parts = (walker, nets, values, truth, fg, rules, labels)
             below = mixed_dice(share.network_share, *parts) < (mixed_dice(0.0, *parts) - 1e-9)
             alone = (np.stack(list(pred.per_model.values())) != pred.ensemble[None]).mean(axis=0)

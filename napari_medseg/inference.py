@@ -179,17 +179,15 @@ def combine_predictions(
     with ``seeds`` (Z, H, W class indices, -1 unlabelled) for the rules that need strokes.
     The probabilities stay as the networks gave them.
     """
-    per_model = {
-        k: apply_shape_prior(p.argmax(axis=1).astype(np.uint8), seeds, prior)
-        for k, p in probs.items()
-    }
+    raw = {k: p.argmax(axis=1).astype(np.uint8) for k, p in probs.items()}
+    per_model = {k: apply_shape_prior(labels, seeds, prior) for k, labels in raw.items()}
     if weights is None:
         mean = np.mean(np.stack(list(probs.values())), axis=0)
     else:
         total = sum(float(weights[k]) for k in probs)
         mean = sum(float(weights[k]) / total * p for k, p in probs.items())
     if walker is not None:
-        mean = floor_mix(walker, mean, network_share, [p.argmax(axis=1) for p in probs.values()])
+        mean = floor_mix(walker, mean, network_share, list(raw.values()))
     ensemble = apply_shape_prior(mean.argmax(axis=1).astype(np.uint8), seeds, prior)
     stacked = np.stack(list(per_model.values()))
     dissent = (stacked != ensemble[None]).sum(axis=0).astype(np.float32)
