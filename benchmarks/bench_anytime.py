@@ -182,6 +182,8 @@ def run_case(case: Case, args) -> list[dict]:
                         dice=dice(seg.ensemble, case.truth, case.foreground),
                         share=getattr(rep, "network_share", None),
                         networks_heldout=(getattr(rep, "heldout", {}) or {}).get("networks"),
+                        changed=getattr(rep, "changed", None),
+                        overruled=getattr(rep, "overruled", None),
                     )
                 )
                 if upd.done:
@@ -202,6 +204,9 @@ def run_case(case: Case, args) -> list[dict]:
                 dice=dice(final.segmentation.ensemble, case.truth, case.foreground),
                 share=getattr(rep, "network_share", None),
                 networks_heldout=(getattr(rep, "heldout", {}) or {}).get("networks"),
+                # how much of the walker's answer the networks changed, and of its sure pixels
+                changed=getattr(rep, "changed", None),
+                overruled=getattr(rep, "overruled", None),
                 steps=final.iteration,
                 wall_s=wall,
                 # what review.csv ranks a folder by: does low agreement find the bad answers?
@@ -227,9 +232,9 @@ def table(rows: list[dict], title: str) -> str:
         f"scikit-image walker (beta 130) **{sk.mean():.3f}** ({len(floor)} cases).",
         "",
         "| budget | ensemble mean Dice | − floor walker: mean / worst case | cases below the "
-        "floor walker | − scikit-image walker: mean / worst | networks' share (mean) | steps "
-        "(mean) | wall s (max) |",
-        "|---|---|---|---|---|---|---|---|",
+        "floor walker | − scikit-image walker: mean / worst | networks' share (mean) | walker's "
+        "answer changed / sure pixels overruled (mean) | steps (mean) | wall s (max) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for b in budgets:
         cases = [c for c in by_case.values() if ("ensemble", b) in c]
@@ -240,12 +245,17 @@ def table(rows: list[dict], title: str) -> str:
         share = [s for s in share if s is not None]
         steps = [c[("ensemble", b)].get("steps") for c in cases if c[("ensemble", b)].get("steps")]
         wall = [c[("ensemble", b)].get("wall_s") for c in cases if c[("ensemble", b)].get("wall_s")]
+        moved = [
+            (c[("ensemble", b)].get("changed"), c[("ensemble", b)].get("overruled")) for c in cases
+        ]
+        moved = np.array([m for m in moved if None not in m], dtype=float).reshape(-1, 2)
         d, e = ens - fl, ens - skc
         lines.append(
             f"| {b} | {ens.mean():.3f} | {d.mean():+.3f} / {d.min():+.3f} | "
             f"{int((d < -1e-9).sum())} of {len(d)} | {e.mean():+.3f} / {e.min():+.3f} | "
             f"{np.mean(share) if share else float('nan'):.2f} | "
-            f"{np.mean(steps) if steps else float('nan'):.0f} | "
+            + (f"{moved[:, 0].mean():.1%} / {moved[:, 1].mean():.1%} | " if len(moved) else "– | ")
+            + f"{np.mean(steps) if steps else float('nan'):.0f} | "
             f"{max(wall) if wall else float('nan'):.1f} |"
         )
     lines += review_rank_lines(rows)

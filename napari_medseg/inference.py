@@ -92,6 +92,11 @@ class Prediction:
     # what the anytime floor measured (napari_medseg.training.floor.FloorReport), when the
     # image had strokes to measure against
     report: object | None = None
+    # how far the answer departs from the floor's walker: the share of the pixels the walker
+    # has a say on where the answer differs from it, and of those it is sure of (≥
+    # OVERRULE_SURE) — the networks overruled it there (None: no walker in the mix)
+    walker_changed: float | None = None
+    walker_overruled: float | None = None
 
 
 #: Softness of the ensemble weights: a member whose score is this much lower counts e⁻¹ as
@@ -192,13 +197,43 @@ def combine_predictions(
     stacked = np.stack(list(per_model.values()))
     dissent = (stacked != ensemble[None]).sum(axis=0).astype(np.float32)
     voters = np.full(ensemble.shape, len(per_model), dtype=np.float32)
+    changed = overruled = None
     if walker is not None:
         walker_dissent, informed = walker_vote(walker, ensemble, seeds, prior)
         dissent += walker_dissent
         voters += informed
+        changed, overruled = departure(walker, walker_dissent, informed)
     # share of the voters whose label differs from the ensemble: 0 = all agree
     disagreement = dissent / voters
-    return Prediction(per_model, ensemble, disagreement, mean if with_probabilities else None)
+    return Prediction(
+        per_model,
+        ensemble,
+        disagreement,
+        mean if with_probabilities else None,
+        walker_changed=changed,
+        walker_overruled=overruled,
+    )
+
+
+def departure(
+    walker: np.ndarray, dissent: np.ndarray, informed: np.ndarray, sure: float = OVERRULE_SURE
+) -> tuple[float | None, float | None]:
+    """(changed, overruled): the share of the walker's informed pixels where the answer
+    differs from its label, and of its sure pixels (probability ≥ ``sure``) where it does.
+
+    Why: the networks' share says how far they are trusted, not what they did with it; since
+    sure, unanimous networks may overrule the walker pixel by pixel (:func:`floor_mix`), a
+    share of 40 % can change nothing or a tenth of the image. The user reads here how far
+    the answer on screen is the networks' own rather than the classical one (None where the
+    walker has no say anywhere: no strokes).
+    """
+    told = informed > 0
+    if not told.any():
+        return None, None
+    differs = dissent > 0
+    sure_px = told & (walker.max(axis=1) >= sure)
+    overruled = float(np.count_nonzero(differs & sure_px) / max(np.count_nonzero(sure_px), 1))
+    return float(np.count_nonzero(differs & told) / np.count_nonzero(told)), overruled
 
 
 def member_agreement(per_model: dict[str, np.ndarray], answer: np.ndarray) -> float | None:

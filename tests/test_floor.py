@@ -12,6 +12,7 @@ from napari_medseg.training.floor import (
     HELDOUT_MARGIN,
     MAX_BASE_SHARE,
     MAX_NETWORK_SHARE,
+    FloorReport,
     area_ratio,
     area_trust,
     assess,
@@ -263,6 +264,10 @@ def test_the_answer_after_a_few_steps_is_the_walkers(kind, steps):
     np.testing.assert_array_equal(seg.ensemble[firm], walker[firm])
     if share == 0.0:
         np.testing.assert_array_equal(seg.ensemble, walker)
+    # the report says how much of the walker's answer the networks changed, from the answer
+    told = prob.max(axis=1) > 0.5 + 1e-6
+    told = told if kind == "stack" else told[0]
+    assert seg.report.changed == pytest.approx(np.mean(seg.ensemble[told] != walker[told]))
     right = (seg.ensemble == 2) == (truth == 2)
     assert right.mean() >= ((walker == 2) == (truth == 2)).mean()
     assert right.mean() > 0.95  # and the walker is good here
@@ -530,3 +535,29 @@ def test_one_dissenting_network_keeps_the_walker_where_it_dissents():
     # if the dissent is ignored: the rim keeps the walker's label
     answer = combine_predictions(probs, walker=walker, network_share=0.4).ensemble
     assert (answer[rim] == 0).all()
+
+
+def test_the_answer_says_how_much_of_the_walkers_it_changed():
+    """The share is the trust; what the networks did with it is read from the answer: on the
+    rim case they overrule the walker's sure "skin" on the rim and nothing else, and at a
+    share of 0 they change nothing."""
+    from dataclasses import replace
+
+    from napari_medseg.inference import combine_predictions
+
+    walker, truth, rim = _rim_case()
+    nets = _member(truth, 0.98)
+    probs = {k: nets for k in ("unet", "swin", "mamba")}
+    pred = combine_predictions(probs, walker=walker, network_share=0.4)
+    expected = rim.sum() / rim.size  # the walker is sure (0.95) everywhere here
+    assert pred.walker_changed == pytest.approx(expected)
+    assert pred.walker_overruled == pytest.approx(expected)
+    kept = combine_predictions(probs, walker=walker, network_share=0.0)
+    assert kept.walker_changed == 0.0 and kept.walker_overruled == 0.0
+    # no walker in the mix (an image without strokes): nothing to compare with
+    assert combine_predictions(probs).walker_changed is None
+    report = replace(FloorReport(network_share=0.4), changed=0.12, overruled=0.03)
+    assert "12.0% of the walker's answer changed (3.0% of its sure pixels overruled)" in (
+        report.summary()
+    )
+    assert "changed" not in FloorReport(network_share=0.0).summary()

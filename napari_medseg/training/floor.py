@@ -107,9 +107,14 @@ class FloorReport:
     weights: dict[str, float] = field(default_factory=dict)
     agreement: dict[str, float | None] = field(default_factory=dict)  # members + "networks"
     heldout: dict[str, float | None] = field(default_factory=dict)  # members, networks, walker
+    # of the pixels the walker has a say on, where the answer differs from its label, and of
+    # those it is sure of (inference.departure); set on the prediction the report came with
+    changed: float | None = None
+    overruled: float | None = None
 
     def summary(self, titles: Mapping[str, str] | None = None) -> str:
-        """One line: the networks' share and each member's held-out agreement."""
+        """One line: the networks' share, what they changed of the walker's answer, and each
+        member's held-out agreement."""
         titles = titles or {}
 
         def fmt(v):
@@ -117,6 +122,10 @@ class FloorReport:
 
         parts = [f"{titles.get(k, k)} {fmt(v)}" for k, v in self.heldout.items() if k != "walker"]
         text = f"networks' share {self.network_share:.0%}"
+        if self.changed is not None:
+            text += f", {self.changed:.1%} of the walker's answer changed"
+            if self.overruled:
+                text += f" ({self.overruled:.1%} of its sure pixels overruled)"
         if self.heldout:
             text += (
                 f"; held-out strokes: {', '.join(parts)}, walker {fmt(self.heldout.get('walker'))}"

@@ -1026,6 +1026,9 @@ class TriNetTrainer:
             walker=walker,
             network_share=share,
         )
+        if report is not None and walker is not None:
+            # a copy: a decision taken on the whole image is shared by its slices' previews
+            report = replace(report, changed=pred.walker_changed, overruled=pred.walker_overruled)
         pred.report = report
         return pred
 
