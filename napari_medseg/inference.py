@@ -225,7 +225,7 @@ def departure(
     sure, unanimous networks may overrule the walker pixel by pixel (:func:`floor_mix`), a
     share of 40 % can change nothing or a tenth of the image. The user reads here how far
     the answer on screen is the networks' own rather than the classical one (None where the
-    walker has no say anywhere: no strokes).
+    walker has no say anywhere: no strokes; ``overruled`` is 0 where it is sure nowhere).
     """
     told = informed > 0
     if not told.any():
