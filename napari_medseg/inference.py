@@ -94,7 +94,7 @@ class Prediction:
     report: object | None = None
     # how far the answer departs from the floor's walker: the share of the pixels the walker
     # has a say on where the answer differs from it, and of those it is sure of (≥
-    # OVERRULE_SURE) — the networks overruled it there (None: no walker in the mix)
+    # WALKER_SURE) — the networks overruled it there (None: no walker in the mix)
     walker_changed: float | None = None
     walker_overruled: float | None = None
 
@@ -123,6 +123,10 @@ def member_weights(
     w = np.exp((s - s.max()) / max(temperature, 1e-6))
     return dict(zip(keys, (w / w.sum()).tolist()))
 
+
+#: Walker probability from which a pixel counts as one the walker is sure of — for the
+#: floor's share (``training.floor.CONFIDENT`` is this value) and for :func:`departure`.
+WALKER_SURE = 0.9
 
 #: Where the three networks give a pixel the same label and their weighted probability of it is
 #: at least this, their share of the floor's mix is doubled there (up to the whole pixel):
@@ -216,7 +220,7 @@ def combine_predictions(
 
 
 def departure(
-    walker: np.ndarray, dissent: np.ndarray, informed: np.ndarray, sure: float = OVERRULE_SURE
+    walker: np.ndarray, dissent: np.ndarray, informed: np.ndarray, sure: float = WALKER_SURE
 ) -> tuple[float | None, float | None]:
     """(changed, overruled): the share of the walker's informed pixels where the answer
     differs from its label, and of its sure pixels (probability ≥ ``sure``) where it does.

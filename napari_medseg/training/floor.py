@@ -41,11 +41,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..inference import MEMBER_TEMPERATURE, member_weights
+from ..inference import MEMBER_TEMPERATURE, WALKER_SURE, member_weights
 from .holdout import heldout_agreement
 
 #: Walker probability above which a pixel counts as "the walker is sure".
-CONFIDENT = 0.9
+CONFIDENT = WALKER_SURE  # 0.9; one value, so the report and the share mean the same "sure"
 #: Agreement of the networks with the sure walker pixels at which their share starts to rise,
 #: and at which it reaches its maximum. The start was 0.91 until the tenth round: on
 #: dermoscopy the walker is sure *and wrong* on a tenth to a fifth of what it is sure of (a
