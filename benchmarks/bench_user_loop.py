@@ -14,6 +14,12 @@ that loop as the widget runs it, through :class:`~napari_medseg.workflow.Workflo
    for ``--steps`` more steps (the widget's Resume / Train on the current model); predict.
 4. Repeat for ``--rounds``.
 
+After each stroke, **a stroke's reach** (scored post hoc, nothing in the product does it yet):
+the walker and the answer beside their *stroke-local* composites — the new one within the
+stroke's extent, the one before the stroke elsewhere (:func:`stroke_local`) — and what the
+stroke flipped beyond that reach, right or wrong. It asks whether "never worse than the answer
+before your stroke" could be had by letting a correction change only its neighbourhood.
+
 Beside it, the **control**: the same training resumed for the same steps *without* the new
 stroke (a second run: the trainer holds locks and cannot be copied; at one thread and a fixed
 seed its round 0 is the same run, checked), and the floor walker with the strokes of each
@@ -91,6 +97,64 @@ def correction_stroke(
     return stroke.reshape(np.shape(truth)), value, size
 
 
+def stroke_reach(stroke: np.ndarray) -> float:
+    """Pixels from a stroke within which it is taken to correct the answer: its own extent
+    (the diagonal of its bounding box on its slice), at least 5 % of the slice's longest side.
+    A user drawing along a wrong region spans it; what changes much farther away was not
+    pointed at."""
+    s = _stack(stroke)
+    zs, ys, xs = np.nonzero(s)
+    floor = 0.05 * max(s.shape[-2:])
+    if len(ys) == 0:
+        return floor
+    return float(max(np.hypot(np.ptp(ys), np.ptp(xs)), floor))
+
+
+def stroke_local(
+    before: np.ndarray, after: np.ndarray, stroke: np.ndarray, reach: float
+) -> np.ndarray:
+    """``after`` within ``reach`` of the stroke (on the stroke's slices), ``before`` elsewhere.
+
+    A rule the product could follow, scored here post hoc: a correction changes its
+    neighbourhood and leaves the rest of the answer the user saw. The random walker is
+    monotone in its seeds — a stroke of class c can only grow c — and a correct stroke that
+    lets c flood across a weak edge far from it is what made the walker, and the floor with
+    it, fall in the seventh and eighth rounds' loops."""
+    from scipy import ndimage
+
+    b, a, s = (_stack(x) for x in (before, after, stroke))
+    out = b.copy()
+    for z in range(s.shape[0]):
+        if not s[z].any():
+            continue
+        near = ndimage.distance_transform_edt(~s[z]) <= reach
+        out[z][near] = a[z][near]
+    return out.reshape(np.shape(after))
+
+
+def _reach_row(before, after, stroke, reach, truth, foreground) -> dict:
+    """Dice of the stroke-local composite and the flips the stroke caused beyond its reach
+    (pixels whose new label is right / wrong against the truth)."""
+    local = stroke_local(before, after, stroke, reach)
+    far = (after != before) & (local == before)
+    return dict(
+        local=anytime.dice(local, truth, foreground),
+        far_right=int(np.count_nonzero(far & (after == truth))),
+        far_wrong=int(np.count_nonzero(far & (after != truth))),
+    )
+
+
+REACH_FIELDS = (
+    "reach_px",
+    "walker_local",
+    "walker_far_right",
+    "walker_far_wrong",
+    "ensemble_local",
+    "ensemble_far_right",
+    "ensemble_far_wrong",
+)
+
+
 def _run(case, args, draw: bool) -> list[dict]:
     """Round 0, then ``--rounds`` Resumes; with ``draw`` a stroke after each round (the
     stroke arm), without none (the control). Per round: the ensemble's Dice, the floor
@@ -102,6 +166,7 @@ def _run(case, args, draw: bool) -> list[dict]:
     cfg = anytime.config(args, iterations=args.steps)
     wf.prepare([(case.image, scribbles)], cfg)
     rows = []
+    previous = None  # (walker, ensemble, stroke) of the round before, with its stroke
     for r in range(args.rounds + 1):
         *_, final = wf.train()
         seg = wf.predict(case.image)
@@ -116,7 +181,15 @@ def _run(case, args, draw: bool) -> list[dict]:
             share=getattr(seg.report, "network_share", None),
             stroke_px=0,
             region_px=0,
+            **dict.fromkeys(REACH_FIELDS),
         )
+        if previous is not None and previous[2].any():
+            w0, e0, stroke = previous
+            reach = stroke_reach(stroke)
+            row["reach_px"] = round(reach, 1)
+            for name, before, after in (("walker", w0, walker), ("ensemble", e0, seg.ensemble)):
+                got = _reach_row(before, after, stroke, reach, case.truth, case.foreground)
+                row.update({f"{name}_{k}": v for k, v in got.items()})
         rows.append(row)
         if r == args.rounds:
             break
@@ -129,6 +202,7 @@ def _run(case, args, draw: bool) -> list[dict]:
                 scribbles[stroke] = value
                 wf.update_scribbles(scribbles)
             rows[-1].update(stroke_px=int(stroke.sum()), region_px=region)
+            previous = (walker, seg.ensemble, stroke)
         wf.configure(iterations=args.steps)  # a Resume runs this many more steps
     return rows
 
@@ -175,6 +249,37 @@ def table(rows: list[dict], rounds: int) -> str:
     return "\n".join(lines)
 
 
+def reach_table(rows: list[dict]) -> str:
+    """After each stroke: the plain answer and walker beside their stroke-local composites
+    (:func:`stroke_local`), how many answers fell below the answer before the stroke, and
+    what the stroke flipped beyond its reach (mean pixels per case, right / wrong)."""
+    before = {(r["case"], r["round"]): r for r in rows if r["arm"] == "stroke"}
+    lines = [
+        "| round | walker / stroke-local | answer / stroke-local | answer below the answer "
+        "before the stroke: plain / stroke-local | beyond the reach, walker flips right / "
+        "wrong (px) | beyond the reach, answer flips right / wrong (px) |",
+        "|---|---|---|---|---|---|",
+    ]
+    rounds = sorted({r["round"] for r in rows if r.get("reach_px") is not None})
+    for k in rounds:
+        s = [r for r in rows if r["arm"] == "stroke" and r["round"] == k and r["reach_px"]]
+        prev = [before[(r["case"], k - 1)]["ensemble"] for r in s]
+        fell = sum(r["ensemble"] < p for r, p in zip(s, prev, strict=True))
+        fell_local = sum(r["ensemble_local"] < p for r, p in zip(s, prev, strict=True))
+
+        def mean(key, s=s):
+            return np.mean([r[key] for r in s])
+
+        lines.append(
+            f"| {k} | {mean('walker'):.3f} / {mean('walker_local'):.3f} "
+            f"| {mean('ensemble'):.3f} / {mean('ensemble_local'):.3f} "
+            f"| {fell} / {fell_local} of {len(s)} "
+            f"| {mean('walker_far_right'):.0f} / {mean('walker_far_wrong'):.0f} "
+            f"| {mean('ensemble_far_right'):.0f} / {mean('ensemble_far_wrong'):.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
@@ -200,15 +305,22 @@ def main(argv=None) -> None:
     for case in cases:
         case_rows = run_case(case, args)
         for r in case_rows:
+            local = (
+                f" (stroke-local: ensemble {r['ensemble_local']:.3f} walker "
+                f"{r['walker_local']:.3f})"
+                if r["reach_px"]
+                else ""
+            )
             print(
                 f"{r['case']} {r['arm']} round {r['round']} ({r['steps']} steps): ensemble "
-                f"{r['ensemble']:.3f} walker {r['walker']:.3f} stroke {r['stroke_px']} px",
+                f"{r['ensemble']:.3f} walker {r['walker']:.3f} stroke {r['stroke_px']} px" + local,
                 flush=True,
             )
         rows += case_rows
     text = f"{args.dataset}, {len(rows) // (2 * (args.rounds + 1))} cases\n\n" + table(
         rows, args.rounds
     )
+    text += "\n\nA stroke's reach (post hoc):\n\n" + reach_table(rows)
     print(text)
     anytime.write_results(text, rows, args.out, args.csv, fields=list(rows[0]))
 

@@ -106,3 +106,60 @@ def test_the_loop_resumes_with_the_stroke_beside_a_control_without(monkeypatch):
         assert 0.0 <= r["ensemble"] <= 1.0 and 0.0 <= r["walker"] <= 1.0
     text = bench_user_loop.table(rows, 1)
     assert [line[:5] for line in text.splitlines()[2:]] == ["| 0 |", "| 1 |"]
+
+
+def test_a_stroke_reaches_its_own_extent_and_at_least_a_twentieth_of_the_image():
+    stroke = np.zeros((100, 100), bool)
+    stroke[50, 20:80] = True  # 60 px long
+    assert bench_user_loop.stroke_reach(stroke) == 59.0
+    dot = np.zeros((100, 100), bool)
+    dot[10, 10] = True
+    assert bench_user_loop.stroke_reach(dot) == 5.0  # 5 % of the longest side
+    assert bench_user_loop.stroke_reach(np.zeros((3, 40, 80), bool)) == 4.0
+
+
+def test_stroke_local_keeps_the_answer_before_beyond_the_reach():
+    before = np.ones((40, 40), np.uint8)
+    after = before.copy()
+    after[5:9, 5:9] = 2  # the correction, at the stroke
+    after[30:38, 30:38] = 2  # a flood far from it
+    stroke = np.zeros_like(before, bool)
+    stroke[6, 5:9] = True
+    local = bench_user_loop.stroke_local(before, after, stroke, reach=5.0)
+    assert np.all(local[5:9, 5:9] == 2)  # the neighbourhood follows the stroke
+    assert np.all(local[30:38, 30:38] == 1)  # the far flood does not
+    truth = before.copy()
+    truth[5:9, 5:9] = 2
+    got = bench_user_loop._reach_row(before, after, stroke, 5.0, truth, (2,))
+    assert got["local"] == 1.0 and got["far_wrong"] == 64 and got["far_right"] == 0
+    # a stack: only the stroke's slice may change
+    b3, a3, s3 = (np.stack([x] * 2) for x in (before, after, stroke))
+    s3[1] = False
+    local3 = bench_user_loop.stroke_local(b3, a3, s3, reach=5.0)
+    assert np.array_equal(local3[0], local) and np.array_equal(local3[1], before)
+
+
+def test_the_reach_table_counts_answers_below_the_answer_before_the_stroke():
+    def row(case, k, ens, **kw):
+        base = dict(case=case, arm="stroke", round=k, ensemble=ens, walker=0.5)
+        base.update(dict.fromkeys(bench_user_loop.REACH_FIELDS))
+        base.update(kw)
+        return base
+
+    reach = dict(
+        reach_px=10.0,
+        walker_far_right=0,
+        walker_far_wrong=20,
+        ensemble_far_right=2,
+        ensemble_far_wrong=10,
+    )
+    rows = [
+        row("a", 0, 0.8),
+        row("a", 1, 0.6, walker_local=0.7, ensemble_local=0.82, **reach),  # fell; local did not
+        row("b", 0, 0.5),
+        row("b", 1, 0.9, walker_local=0.9, ensemble_local=0.9, **reach),
+    ]
+    text = bench_user_loop.reach_table(rows)
+    line = text.splitlines()[2]
+    assert line.startswith("| 1 | 0.500 / 0.800 | 0.750 / 0.860 | 1 / 0 of 2 |")
+    assert line.endswith("| 0 / 20 | 2 / 10 |")
