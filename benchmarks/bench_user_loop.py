@@ -215,6 +215,8 @@ def _with(case, scribbles):
 
 def run_case(case, args) -> list[dict]:
     rows = _run(case, args, draw=True)
+    if getattr(args, "no_control", False):
+        return rows
     control = _run(case, args, draw=False)
     if abs(control[0]["ensemble"] - rows[0]["ensemble"]) > 1e-9:
         print(f"warning: {case.name}: the control's round 0 differs", file=sys.stderr)
@@ -238,12 +240,13 @@ def table(rows: list[dict], rounds: int) -> str:
         gain = [r["ensemble"] - r["walker"] for r in s]
         below = sum(g < 0 for g in gain)
         cbelow = sum(r["ensemble"] < r["walker"] for r in c)
+        control = f"{np.mean([r['ensemble'] for r in c]):.3f} / {cbelow} of {len(c)}" if c else "–"
         lines.append(
             f"| {k} | {np.mean([r['steps'] for r in s]):.0f} "
             f"| {np.mean([r['ensemble'] for r in s]):.3f} / {below} of {len(s)} "
             f"| {np.mean([r['walker'] for r in s]):.3f} "
             f"| {np.mean(gain):+.3f} / {min(gain):+.3f} "
-            f"| {np.mean([r['ensemble'] for r in c]):.3f} / {cbelow} of {len(c)} "
+            f"| {control} "
             f"| {np.mean([r['stroke_px'] for r in s]):.0f} |"
         )
     return "\n".join(lines)
@@ -293,6 +296,11 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="markdown file")
     p.add_argument("--csv", default=None)
+    p.add_argument(
+        "--no-control",
+        action="store_true",
+        help="leave out the control run without the stroke (half the time)",
+    )
     args = p.parse_args(argv)
 
     import torch
@@ -317,7 +325,8 @@ def main(argv=None) -> None:
                 flush=True,
             )
         rows += case_rows
-    text = f"{args.dataset}, {len(rows) // (2 * (args.rounds + 1))} cases\n\n" + table(
+    arms = 1 if args.no_control else 2
+    text = f"{args.dataset}, {len(rows) // (arms * (args.rounds + 1))} cases\n\n" + table(
         rows, args.rounds
     )
     text += "\n\nA stroke's reach (post hoc):\n\n" + reach_table(rows)

@@ -106,6 +106,8 @@ def test_the_loop_resumes_with_the_stroke_beside_a_control_without(monkeypatch):
         assert 0.0 <= r["ensemble"] <= 1.0 and 0.0 <= r["walker"] <= 1.0
     text = bench_user_loop.table(rows, 1)
     assert [line[:5] for line in text.splitlines()[2:]] == ["| 0 |", "| 1 |"]
+    alone = bench_user_loop.run_case(case, Namespace(steps=1, rounds=1, seed=0, no_control=True))
+    assert [(r["arm"], r["round"]) for r in alone] == [("stroke", 0), ("stroke", 1)]
 
 
 def test_a_stroke_reaches_its_own_extent_and_at_least_a_twentieth_of_the_image():
@@ -163,3 +165,13 @@ def test_the_reach_table_counts_answers_below_the_answer_before_the_stroke():
     line = text.splitlines()[2]
     assert line.startswith("| 1 | 0.500 / 0.800 | 0.750 / 0.860 | 1 / 0 of 2 |")
     assert line.endswith("| 0 / 20 | 2 / 10 |")
+
+
+def test_without_the_control_the_table_says_so():
+    rows = [
+        dict(case="a", arm="stroke", round=0, steps=5, ensemble=0.7, walker=0.6, stroke_px=9),
+        dict(case="a", arm="stroke", round=1, steps=10, ensemble=0.8, walker=0.7, stroke_px=0),
+    ]
+    lines = bench_user_loop.table(rows, 1).splitlines()[2:]
+    assert lines[0] == "| 0 | 5 | 0.700 / 0 of 1 | 0.600 | +0.100 / +0.100 | – | 9 |"
+    assert lines[1].startswith("| 1 | 10 | 0.800 / 0 of 1 |")
