@@ -103,7 +103,7 @@ def stroke_reach(stroke: np.ndarray) -> float:
     A user drawing along a wrong region spans it; what changes much farther away was not
     pointed at."""
     s = _stack(stroke)
-    zs, ys, xs = np.nonzero(s)
+    _, ys, xs = np.nonzero(s)
     floor = 0.05 * max(s.shape[-2:])
     if len(ys) == 0:
         return floor
