@@ -42,6 +42,8 @@ from .data.validation import validate_image, validate_inputs, validate_scribble_
 from .errors import ConfigError, InputError, MedsegError
 from .training import InteractiveTask, TrainConfig, TrainerUpdate, TriNetTrainer
 from .training.interactive import prepare_interactive
+from .training.stroke_history import WalkerHistory
+from .training.trainer import FLOOR_CACHE_SLICES
 
 #: An image and its scribble map, as the user has them (any supported layout and values).
 Pair = tuple[np.ndarray, np.ndarray]
@@ -389,6 +391,9 @@ class Workflow:
         self._run_now = (0, 0.0)  # ... and up to the last step
         self._resumed = False  # the base is this dataset run's own last checkpoint
         self.distributed = None  # training.distributed.Distributed under torchrun
+        # the walker each image slice last showed (training/stroke_history.py): kept across
+        # trainers, so that strokes added before a new Train change the floor only near them
+        self.walker_history = WalkerHistory(FLOOR_CACHE_SLICES)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Workflow:
@@ -497,6 +502,7 @@ class Workflow:
             config,
             checkpoint=self.base,
             metadata=self.task.metadata(),
+            walker_history=self.walker_history,
         )
         # a base validated better than the walker teaches these images itself (trainer.py)
         self.trainer.teach_from_base()

@@ -16,12 +16,10 @@ before its next step; ``update_scribbles`` swaps the scribbles used by the follo
 
 from __future__ import annotations
 
-import hashlib
 import math
 import numbers
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -56,6 +54,13 @@ from .pseudo_labels import (
     random_walker_probabilities,
 )
 from .schedule import poly_lr
+from .stroke_history import (
+    WalkerHistory,
+    added_strokes,
+    digest,
+    drew_a_boundary,
+    stroke_reach,
+)
 from .threads import ThreadTuner
 from .weight_average import WeightAverage
 
@@ -254,6 +259,10 @@ class TriNetTrainer:
     ``working_scale``: the images and seeds are already at the working resolution, this factor
     times their native size (a dataset read file by file, so that no native copy of hundreds
     of images is held: the trainer then keeps none either). Only without a preview.
+
+    ``walker_history``: the walker each image slice last showed (stroke_history.py), shared
+    with an earlier trainer on the same images so that a Train after new strokes changes the
+    floor only near them; a new, empty one by default.
     """
 
     def __init__(
@@ -267,6 +276,7 @@ class TriNetTrainer:
         checkpoint: Checkpoint | None = None,
         metadata: dict | None = None,
         working_scale: float | None = None,
+        walker_history: WalkerHistory | None = None,
     ):
         # a copy: the preset's recipe is filled into it, and the caller's config may serve
         # another image (one 2-D image resolves to other settings than a stack)
@@ -321,9 +331,13 @@ class TriNetTrainer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pending_seeds: list[np.ndarray] | None = None
-        self._rw_cache: dict[tuple[int, int], tuple[bytes, np.ndarray, np.ndarray]] = {}
-        # the floor's walker, per (image slice, strokes) content: any image, any strokes
-        self._floor_cache: OrderedDict[tuple[bytes, bytes], np.ndarray] = OrderedDict()
+        # the teacher per slice: (training strokes' digest, labels, top probability, every
+        # stroke of the slice — the last only where strokes can change, for stroke_history)
+        self._rw_cache: dict[tuple[int, int], tuple] = {}
+        # the floor's walker, per image slice content, as last shown (stroke_history.py)
+        self.walker_history = (
+            walker_history if walker_history is not None else WalkerHistory(FLOOR_CACHE_SLICES)
+        )
         self._bn_key: tuple | None = None  # what the BatchNorm statistics were estimated for
         self._set_seeds([np.asarray(s) for s in seeds])
 
@@ -479,7 +493,7 @@ class TriNetTrainer:
         class): a dataset's thousands of slices stay small in memory.
         """
         sd = self._seeds[i]
-        key = hashlib.blake2b(sd[z].tobytes(), digest_size=16).digest()
+        key = digest(sd[z])
         cached = self._rw_cache.get((i, z))
         if cached is None or cached[0] != key:
             prob = random_walker_probabilities(
@@ -489,7 +503,19 @@ class TriNetTrainer:
                 beta=self.config.rw_beta,
             )[0]
             dtype = np.uint8 if self.num_classes <= 256 else np.int32
-            cached = (key, prob.argmax(axis=0).astype(dtype), prob.max(axis=0))
+            labels, top, strokes = prob.argmax(axis=0).astype(dtype), prob.max(axis=0), None
+            if self._native_images is not None:  # strokes can change: teach stroke-locally
+                strokes = np.where(sd[z] >= 0, sd[z], self._heldout[i][z]).astype(np.int16)
+                added = (
+                    added_strokes(cached[3], strokes)
+                    if cached is not None and drew_a_boundary(cached[3])
+                    else None
+                )
+                if added is not None:
+                    near = stroke_reach(added)
+                    labels = np.where(near, labels, cached[1])
+                    top = np.where(near, top, cached[2])
+            cached = (key, labels, top, strokes)
             self._rw_cache[(i, z)] = cached
         return cached[1], cached[2]
 
@@ -534,25 +560,27 @@ class TriNetTrainer:
         return heldout_agreement(pred, held[zs])
 
     def _floor_walker(self, image: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        """The floor's walker probabilities (Z, K, H, W) for any image and strokes (cached)."""
+        """The floor's walker probabilities (Z, K, H, W) for any image and strokes: per slice
+        the walker it last showed, new only within reach of strokes added since
+        (stroke_history.py; computed once per slice and strokes)."""
         out = []
         for z in range(image.shape[0]):
-            key = (
-                hashlib.blake2b(np.ascontiguousarray(image[z]).tobytes(), digest_size=16).digest(),
-                hashlib.blake2b(np.ascontiguousarray(seeds[z]).tobytes(), digest_size=16).digest(),
-            )
-            prob = self._floor_cache.get(key)
+            key = digest(image[z])
+            prob = self.walker_history.shown(key, seeds[z])
             if prob is None:
-                prob = floor_walker(
+                plain = floor_walker(
                     image[z : z + 1], seeds[z : z + 1], self.num_classes, self.config.rw_beta
                 )[0]
-                self._floor_cache[key] = prob
-                while len(self._floor_cache) > FLOOR_CACHE_SLICES:
-                    self._floor_cache.popitem(last=False)
-            else:
-                self._floor_cache.move_to_end(key)
+                prob = self.walker_history.show(key, seeds[z], plain)
             out.append(prob)
         return np.stack(out)
+
+    def shown_walker(self, index: int = 0) -> np.ndarray:
+        """The floor's walker (Z, K, H, W probabilities, native size) on training image
+        ``index`` with its current strokes — stroke-local as the previews show it."""
+        if self._native_images is None:
+            raise ValueError("a dataset trainer keeps no native images to walk on")
+        return self._floor_walker(self._native_images[index], self._native_seeds[index])
 
     # ------------------------------------------------------------------ batches
     def _crop(self, arr: np.ndarray, y0: int, x0: int, p: int, fill) -> np.ndarray:
