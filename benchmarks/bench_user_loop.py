@@ -14,11 +14,12 @@ that loop as the widget runs it, through :class:`~napari_medseg.workflow.Workflo
    for ``--steps`` more steps (the widget's Resume / Train on the current model); predict.
 4. Repeat for ``--rounds``.
 
-After each stroke, **a stroke's reach** (scored post hoc, nothing in the product does it yet):
-the walker and the answer beside their *stroke-local* composites — the new one within the
-stroke's extent, the one before the stroke elsewhere (:func:`stroke_local`) — and what the
-stroke flipped beyond that reach, right or wrong. It asks whether "never worse than the answer
-before your stroke" could be had by letting a correction change only its neighbourhood.
+After each stroke, **a stroke's reach**: the product's floor walker is stroke-local
+(training/stroke_history.py: the new walker within reach of the new strokes, the one the
+slice showed before elsewhere) — its Dice is the ``floor`` column, beside the plain walker on
+all strokes (``walker``, what a classical tool gives). Scored post hoc besides: the plain
+walker and the answer beside their stroke-local composites (:func:`stroke_local`, the whole
+stroke's extent) and what the stroke flipped beyond that reach, right or wrong.
 
 Beside it, the **control**: the same training resumed for the same steps *without* the new
 stroke (a second run: the trainer holds locks and cannot be copied; at one thread and a fixed
@@ -171,6 +172,8 @@ def _run(case, args, draw: bool) -> list[dict]:
         *_, final = wf.train()
         seg = wf.predict(case.image)
         walker = anytime.walkers(_with(case, scribbles), "")[FLOOR]
+        inp = wf.inputs[0]  # the product's own floor walker: stroke-local after a stroke
+        shown = inp.to_values(wf.trainer.shown_walker().argmax(axis=1))
         row = dict(
             case=case.name,
             arm="stroke" if draw else "control",
@@ -178,6 +181,7 @@ def _run(case, args, draw: bool) -> list[dict]:
             steps=final.iteration,
             ensemble=anytime.dice(seg.ensemble, case.truth, case.foreground),
             walker=anytime.dice(walker, case.truth, case.foreground),
+            floor=anytime.dice(shown, case.truth, case.foreground),
             share=getattr(seg.report, "network_share", None),
             stroke_px=0,
             region_px=0,
@@ -229,9 +233,9 @@ def table(rows: list[dict], rounds: int) -> str:
         by.setdefault((r["arm"], r["round"]), []).append(r)
     lines = [
         "| round | steps | ensemble, stroke (mean / below its walker) | walker with the strokes "
-        "| ensemble − walker: mean / worst | control: ensemble (no stroke) / below | "
-        "stroke px (mean) |",
-        "|---|---|---|---|---|---|---|",
+        "| the floor's walker (stroke-local) | ensemble − walker: mean / worst "
+        "| control: ensemble (no stroke) / below | stroke px (mean) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for k in range(rounds + 1):
         s, c = by.get(("stroke", k), []), by.get(("control", k), [])
@@ -245,6 +249,7 @@ def table(rows: list[dict], rounds: int) -> str:
             f"| {k} | {np.mean([r['steps'] for r in s]):.0f} "
             f"| {np.mean([r['ensemble'] for r in s]):.3f} / {below} of {len(s)} "
             f"| {np.mean([r['walker'] for r in s]):.3f} "
+            f"| {np.mean([r.get('floor', np.nan) for r in s]):.3f} "
             f"| {np.mean(gain):+.3f} / {min(gain):+.3f} "
             f"| {control} "
             f"| {np.mean([r['stroke_px'] for r in s]):.0f} |"
@@ -321,7 +326,8 @@ def main(argv=None) -> None:
             )
             print(
                 f"{r['case']} {r['arm']} round {r['round']} ({r['steps']} steps): ensemble "
-                f"{r['ensemble']:.3f} walker {r['walker']:.3f} stroke {r['stroke_px']} px" + local,
+                f"{r['ensemble']:.3f} walker {r['walker']:.3f} floor {r['floor']:.3f} "
+                f"stroke {r['stroke_px']} px" + local,
                 flush=True,
             )
         rows += case_rows

@@ -9,6 +9,7 @@ from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -104,6 +105,9 @@ def test_the_loop_resumes_with_the_stroke_beside_a_control_without(monkeypatch):
     assert control[0]["stroke_px"] == 0  # the control draws nothing
     for r in rows:
         assert 0.0 <= r["ensemble"] <= 1.0 and 0.0 <= r["walker"] <= 1.0
+    # before any correction the product's floor walker is the plain walker
+    assert stroke[0]["floor"] == pytest.approx(stroke[0]["walker"])
+    assert control[1]["floor"] == pytest.approx(control[1]["walker"])
     text = bench_user_loop.table(rows, 1)
     assert [line[:5] for line in text.splitlines()[2:]] == ["| 0 |", "| 1 |"]
     alone = bench_user_loop.run_case(case, Namespace(steps=1, rounds=1, seed=0, no_control=True))
@@ -172,6 +176,8 @@ def test_without_the_control_the_table_says_so():
         dict(case="a", arm="stroke", round=0, steps=5, ensemble=0.7, walker=0.6, stroke_px=9),
         dict(case="a", arm="stroke", round=1, steps=10, ensemble=0.8, walker=0.7, stroke_px=0),
     ]
+    for r, floor in zip(rows, (0.6, 0.75)):
+        r["floor"] = floor
     lines = bench_user_loop.table(rows, 1).splitlines()[2:]
-    assert lines[0] == "| 0 | 5 | 0.700 / 0 of 1 | 0.600 | +0.100 / +0.100 | – | 9 |"
+    assert lines[0] == "| 0 | 5 | 0.700 / 0 of 1 | 0.600 | 0.600 | +0.100 / +0.100 | – | 9 |"
     assert lines[1].startswith("| 1 | 10 | 0.800 / 0 of 1 |")
