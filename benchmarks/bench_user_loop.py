@@ -58,6 +58,7 @@ def correction_stroke(
     truth: np.ndarray,
     scribbles: np.ndarray,
     unlabelled: int,
+    max_px: int | None = None,
 ) -> tuple[np.ndarray, int, int]:
     """(stroke mask, its value, the region's size) — one stroke where the map points.
 
@@ -66,8 +67,10 @@ def correction_stroke(
     one slice), at least ``margin`` pixels inside that class (1 % of the longest side, ≥ 2:
     a clinician draws inside a structure, not on its edge — a stroke on the very boundary
     can send the walker across it). The stroke: the skeleton of the region's inner half,
-    3 px wide, kept inside the region and off the existing strokes. An empty mask when
-    nothing is lit and wrong.
+    3 px wide, kept inside the region and off the existing strokes. ``max_px``: a short
+    stroke instead — the ``max_px`` pixels of that line nearest the region's deepest point
+    (a clinician's dab in the middle of a missed region). An empty mask when nothing
+    is lit and wrong.
     """
     from scipy import ndimage
     from skimage.morphology import skeletonize
@@ -94,6 +97,15 @@ def correction_stroke(
     inner = depth >= max(depth.max() / 2.0, 1.0)
     line = skeletonize(inner)
     line = ndimage.binary_dilation(line, iterations=1) & region & (scr[z] == unlabelled)
+    if max_px is not None and line.sum() > max_px:
+        yy, xx = np.mgrid[: line.shape[0], : line.shape[1]]
+        # the deepest point; along a ridge of equal depth the one nearest the region's centre
+        deep = depth >= depth.max() - 0.5
+        off = np.where(deep, np.hypot(yy - yy[region].mean(), xx - xx[region].mean()), np.inf)
+        cy, cx = np.unravel_index(int(np.argmin(off)), off.shape)
+        dist = np.where(line, np.hypot(yy - cy, xx - cx), np.inf)
+        line = np.zeros(line.shape, bool)
+        line.flat[np.argsort(dist, axis=None, kind="stable")[:max_px]] = True
     stroke[z] = line
     return stroke.reshape(np.shape(truth)), value, size
 
@@ -165,6 +177,7 @@ def _run(case, args, draw: bool) -> list[dict]:
     scribbles = np.array(case.scribbles, copy=True)
     wf = Workflow(Task(unlabelled=case.unlabelled))
     cfg = anytime.config(args, iterations=args.steps)
+    cfg.stroke_local = not getattr(args, "plain_walker", False)
     wf.prepare([(case.image, scribbles)], cfg)
     rows = []
     previous = None  # (walker, ensemble, stroke) of the round before, with its stroke
@@ -199,7 +212,12 @@ def _run(case, args, draw: bool) -> list[dict]:
             break
         if draw:
             stroke, value, region = correction_stroke(
-                seg.ensemble, seg.disagreement, case.truth, scribbles, case.unlabelled
+                seg.ensemble,
+                seg.disagreement,
+                case.truth,
+                scribbles,
+                case.unlabelled,
+                getattr(args, "stroke_px", None),
             )
             if stroke.any():
                 scribbles = scribbles.copy()
@@ -305,6 +323,17 @@ def main(argv=None) -> None:
         "--no-control",
         action="store_true",
         help="leave out the control run without the stroke (half the time)",
+    )
+    p.add_argument(
+        "--stroke-px",
+        type=int,
+        default=None,
+        help="a short correction: at most this many pixels of the stroke, mid-region",
+    )
+    p.add_argument(
+        "--plain-walker",
+        action="store_true",
+        help="the floor's and teacher's walker on all strokes, not stroke-local (comparison)",
     )
     args = p.parse_args(argv)
 

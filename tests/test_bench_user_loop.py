@@ -44,6 +44,22 @@ def test_the_stroke_goes_into_the_largest_lit_wrong_region_with_its_true_class()
     assert xs.min() >= 10 and xs.max() <= 17
 
 
+def test_a_short_stroke_is_a_dab_in_the_middle_of_the_region():
+    truth = np.ones((80, 80), np.uint8)
+    truth[30:50, 5:75] = 2
+    ensemble = np.ones_like(truth)  # the whole bar missed
+    lit = np.ones(truth.shape, np.float32)
+    none = np.zeros_like(truth)
+    long, value, _ = bench_user_loop.correction_stroke(ensemble, lit, truth, none, 0)
+    short, value_short, _ = bench_user_loop.correction_stroke(
+        ensemble, lit, truth, none, 0, max_px=12
+    )
+    assert value == value_short == 2 and long.sum() > 12
+    assert short.sum() == 12 and np.all(long[short])  # part of the long stroke
+    ys, xs = np.nonzero(short)
+    assert np.hypot(ys - 39.5, xs - 39.5).max() < 6  # around the bar's middle, not an end
+
+
 def test_no_stroke_on_the_edge_of_a_structure():
     """A sliver along the true boundary is not where a clinician draws: no stroke there."""
     truth = _square_case()

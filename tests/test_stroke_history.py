@@ -208,3 +208,32 @@ def test_the_first_boundary_on_a_slice_gives_the_plain_walker():
     two[80, 50:53] = 1
     np.testing.assert_array_equal(history.show(b"a", two, _walker(2, h, w, 1)), _walker(2, h, w, 1))
     assert len(history) == 1
+
+
+def test_stroke_local_off_gives_the_plain_walker_after_new_strokes():
+    from napari_medseg.training import TrainConfig
+    from napari_medseg.training.floor import floor_walker
+    from napari_medseg.training.trainer import TriNetTrainer
+
+    image, seeds, _ = _image_and_strokes()
+    more = seeds.copy()
+    more[0, 46, 43:50] = 1
+
+    def teachers(local: bool):
+        cfg = TrainConfig(
+            models=("unet",), iterations=1, device="cpu", max_side=0, stroke_local=local
+        )
+        tr = TriNetTrainer([image], [seeds], 2, cfg)
+        tr._floor_walker(image, seeds)
+        before = tr._teacher(0, 0)[0].copy()
+        floor = tr._floor_walker(image, more)
+        tr._set_seeds([more])
+        return before, tr._teacher(0, 0)[0], floor
+
+    before, plain_labels, plain_floor = teachers(False)
+    fresh = TriNetTrainer([image], [more], 2, TrainConfig(models=("unet",), max_side=0))
+    np.testing.assert_array_equal(plain_labels, fresh._teacher(0, 0)[0])
+    np.testing.assert_allclose(plain_floor, floor_walker(image, more, 2, beta=2000.0))
+    _, local_labels, _ = teachers(True)
+    far = ~stroke_reach(more[0] != seeds[0])
+    np.testing.assert_array_equal(local_labels[far], before[far])

@@ -94,12 +94,15 @@ class WalkerHistory:
         self._last.move_to_end(key)
         return last[1]
 
-    def show(self, key: bytes, strokes: np.ndarray, walker: np.ndarray) -> np.ndarray:
+    def show(
+        self, key: bytes, strokes: np.ndarray, walker: np.ndarray, local: bool = True
+    ) -> np.ndarray:
         """What slice ``key`` shows for ``strokes`` given the plain ``walker`` on them (its
         last dimensions the slice's): ``walker`` within reach of the strokes added since the
-        last time, the slice's previous walker elsewhere. Remembered for the next time."""
+        last time, the slice's previous walker elsewhere (``local=False``: ``walker``).
+        Remembered for the next time."""
         strokes = np.asarray(strokes)
-        last = self._last.get(key)
+        last = self._last.get(key) if local else None
         shown = walker
         if last is not None and last[1].shape == np.shape(walker):
             added = added_strokes(last[0], strokes)

@@ -125,6 +125,10 @@ class TrainConfig:
     # the anytime floor (training/floor.py): the walker's probabilities are part of every
     # prediction of an image with strokes until the networks earn a share
     floor: bool = True
+    # a new stroke changes the walker (the floor's and the teacher's) only within its reach,
+    # the slice keeping the walker it showed before elsewhere (training/stroke_history.py);
+    # False: the plain walker on all strokes (the benchmarks' comparison)
+    stroke_local: bool = True
     # share of the previewed image's stroke tiles no network and no teacher sees (0: none)
     holdout_fraction: float = 0.2
     # stop once the networks' held-out agreement stops improving (seconds/iterations still cap)
@@ -508,7 +512,9 @@ class TriNetTrainer:
                 strokes = np.where(sd[z] >= 0, sd[z], self._heldout[i][z]).astype(np.int16)
                 added = (
                     added_strokes(cached[3], strokes)
-                    if cached is not None and drew_a_boundary(cached[3])
+                    if cached is not None
+                    and self.config.stroke_local
+                    and drew_a_boundary(cached[3])
                     else None
                 )
                 if added is not None:
@@ -571,7 +577,9 @@ class TriNetTrainer:
                 plain = floor_walker(
                     image[z : z + 1], seeds[z : z + 1], self.num_classes, self.config.rw_beta
                 )[0]
-                prob = self.walker_history.show(key, seeds[z], plain)
+                prob = self.walker_history.show(
+                    key, seeds[z], plain, local=self.config.stroke_local
+                )
             out.append(prob)
         return np.stack(out)
 
