@@ -178,6 +178,7 @@ def _run(case, args, draw: bool) -> list[dict]:
     wf = Workflow(Task(unlabelled=case.unlabelled))
     cfg = anytime.config(args, iterations=args.steps)
     cfg.stroke_local = not getattr(args, "plain_walker", False)
+    cfg.stroke_far = getattr(args, "stroke_far", None) or cfg.stroke_far
     wf.prepare([(case.image, scribbles)], cfg)
     rows = []
     previous = None  # (walker, ensemble, stroke) of the round before, with its stroke
@@ -334,6 +335,12 @@ def main(argv=None) -> None:
         "--plain-walker",
         action="store_true",
         help="the floor's and teacher's walker on all strokes, not stroke-local (comparison)",
+    )
+    p.add_argument(
+        "--stroke-far",
+        choices=["blend", "keep"],
+        default=None,
+        help="beyond a new stroke's reach (TrainConfig.stroke_far; default: the product's)",
     )
     args = p.parse_args(argv)
 

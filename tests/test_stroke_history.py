@@ -74,7 +74,7 @@ def test_a_slice_shows_the_new_walker_near_new_strokes_and_its_previous_one_else
     assert history.shown(b"a", s1.copy()[::-1]) is None  # other strokes: not what was shown
     s2 = s1.copy()
     s2[80, 80:85] = 1  # a short stroke: reaches 5 px
-    shown = history.show(b"a", s2, _walker(2, h, w, 1))
+    shown = history.show(b"a", s2, _walker(2, h, w, 1), far="keep")
     near = stroke_reach(s2 != s1)
     assert near.any() and (~near).any()
     np.testing.assert_array_equal(shown[:, near], _walker(2, h, w, 1)[:, near])
@@ -82,11 +82,19 @@ def test_a_slice_shows_the_new_walker_near_new_strokes_and_its_previous_one_else
     # a further stroke builds on what was shown, not on the plain walker
     s3 = s2.copy()
     s3[20, 80:85] = 1
-    third = history.show(b"a", s3, _walker(2, h, w, 1))
+    third = history.show(b"a", s3, _walker(2, h, w, 1), far="keep")
     assert (third[1, near] == 1).all() and (third[1, stroke_reach(s3 != s2)] == 1).all()
     assert (third[0, ~(near | stroke_reach(s3 != s2))] == 1).all()
+    # blended beyond the reach: where the walkers disagree the slice is unsure
+    s3b = s3.copy()
+    s3b[50, 10:12] = 0
+    blended = history.show(b"a", s3b, _walker(2, h, w, 1))
+    far = ~(stroke_reach(s3b != s3) | stroke_reach(s3 != s2) | near)
+    np.testing.assert_allclose(blended[:, far], 0.5)
+    new_near = stroke_reach(s3b != s3)
+    np.testing.assert_array_equal(blended[:, new_near], _walker(2, h, w, 1)[:, new_near])
+    s4 = s3b.copy()
     # erasing a stroke starts the slice afresh
-    s4 = s3.copy()
     s4[10, 10] = -1
     np.testing.assert_array_equal(history.show(b"a", s4, _walker(2, h, w, 1)), _walker(2, h, w, 1))
     # at most `capacity` slices remembered, the least recently used forgotten
@@ -108,14 +116,20 @@ def _image_and_strokes(n=64, seed=0):
     return image[None, None], seeds[None], two
 
 
-def test_the_trainers_floor_and_teacher_change_only_near_a_new_stroke():
+@pytest.mark.parametrize("far", ["keep", "blend"])
+def test_the_trainers_floor_and_teacher_change_only_near_a_new_stroke(far):
     from napari_medseg.training import TrainConfig
     from napari_medseg.training.floor import floor_walker
     from napari_medseg.training.trainer import TriNetTrainer
 
     image, seeds, two = _image_and_strokes()
     cfg = TrainConfig(
-        models=("unet",), iterations=1, device="cpu", max_side=0, holdout_fraction=0.0
+        models=("unet",),
+        iterations=1,
+        device="cpu",
+        max_side=0,
+        holdout_fraction=0.0,
+        stroke_far=far,
     )
     tr = TriNetTrainer([image], [seeds], 2, cfg)
     before = tr._floor_walker(image, seeds)
@@ -128,11 +142,21 @@ def test_the_trainers_floor_and_teacher_change_only_near_a_new_stroke():
     plain = floor_walker(image, more, 2, beta=cfg.rw_beta)
     near = stroke_reach(more[0] != seeds[0])
     np.testing.assert_allclose(after[0][:, near], plain[0][:, near])
-    np.testing.assert_allclose(after[0][:, ~near], before[0][:, ~near])
     labels, top = tr._teacher(0, 0)
-    np.testing.assert_array_equal(labels[~near], labels_before[~near])
-    np.testing.assert_allclose(top[~near], top_before[~near])
     assert (labels[near & two] == 1).all()  # the stroke taught its neighbourhood
+    if far == "keep":
+        np.testing.assert_allclose(after[0][:, ~near], before[0][:, ~near])
+        np.testing.assert_array_equal(labels[~near], labels_before[~near])
+        np.testing.assert_allclose(top[~near], top_before[~near])
+        return
+    blend = (before[0] + plain[0]) / 2
+    np.testing.assert_allclose(after[0][:, ~near], blend[:, ~near], rtol=1e-6)
+    fresh = TriNetTrainer([image], [more], 2, cfg)  # the plain teacher on all strokes
+    plain_labels, plain_top = fresh._teacher(0, 0)
+    same = ~near & (plain_labels == labels_before)
+    np.testing.assert_allclose(top[same], (plain_top[same] + top_before[same]) / 2, rtol=1e-6)
+    contested = ~near & (plain_labels != labels_before)
+    assert (top[contested] == 0).all()  # not taught
     # the same strokes again: what the slice showed, not a new plain walker
     np.testing.assert_array_equal(tr._floor_walker(image, more), after)
 
@@ -189,9 +213,10 @@ def test_a_train_after_new_strokes_keeps_the_floor_away_from_them(resume):
     more[0, 46, 43:50] = 1
     now = trainer._floor_walker(normed, more)
     near = stroke_reach(more[0] != seeds[0])
-    np.testing.assert_allclose(now[0][:, ~near], shown[0][:, ~near])
     plain = floor_walker(normed, more, 2, beta=TrainConfig().rw_beta)
     np.testing.assert_allclose(now[0][:, near], plain[0][:, near])
+    blend = (shown[0] + plain[0]) / 2  # the default beyond the reach
+    np.testing.assert_allclose(now[0][:, ~near], blend[:, ~near], rtol=1e-6)
 
 
 def test_the_first_boundary_on_a_slice_gives_the_plain_walker():
@@ -221,7 +246,12 @@ def test_stroke_local_off_gives_the_plain_walker_after_new_strokes():
 
     def teachers(local: bool):
         cfg = TrainConfig(
-            models=("unet",), iterations=1, device="cpu", max_side=0, stroke_local=local
+            models=("unet",),
+            iterations=1,
+            device="cpu",
+            max_side=0,
+            stroke_local=local,
+            stroke_far="keep",
         )
         tr = TriNetTrainer([image], [seeds], 2, cfg)
         tr._floor_walker(image, seeds)

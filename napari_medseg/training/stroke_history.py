@@ -21,6 +21,11 @@ from collections import OrderedDict
 
 import numpy as np
 
+#: What a slice shows beyond the reach of new strokes: the walker it showed before ("keep"),
+#: or the mean of that and the new walker ("blend": where the two disagree the floor is
+#: unsure and the networks decide).
+STROKE_FAR = ("blend", "keep")
+
 #: A stroke reaches its own extent (bounding-box diagonal), at least this share of the slice's
 #: longest side: a user drawing along a wrong region spans it, and a short stroke still
 #: corrects its neighbourhood.
@@ -95,19 +100,25 @@ class WalkerHistory:
         return last[1]
 
     def show(
-        self, key: bytes, strokes: np.ndarray, walker: np.ndarray, local: bool = True
+        self,
+        key: bytes,
+        strokes: np.ndarray,
+        walker: np.ndarray,
+        local: bool = True,
+        far: str = "blend",
     ) -> np.ndarray:
         """What slice ``key`` shows for ``strokes`` given the plain ``walker`` on them (its
         last dimensions the slice's): ``walker`` within reach of the strokes added since the
-        last time, the slice's previous walker elsewhere (``local=False``: ``walker``).
-        Remembered for the next time."""
+        last time; elsewhere the slice's previous walker (``far="keep"``) or its mean with
+        ``walker`` (``"blend"``); ``local=False``: ``walker``. Remembered for the next time."""
         strokes = np.asarray(strokes)
         last = self._last.get(key) if local else None
         shown = walker
         if last is not None and last[1].shape == np.shape(walker):
             added = added_strokes(last[0], strokes)
             if added is not None:
-                shown = np.where(stroke_reach(added), walker, last[1])
+                beyond = last[1] if far == "keep" else (last[1] + walker) / 2
+                shown = np.where(stroke_reach(added), walker, beyond).astype(walker.dtype)
         if not drew_a_boundary(strokes):
             # one class or none: the walker says nothing yet and nothing is kept, so the
             # first boundary drawn on the slice gives the plain walker

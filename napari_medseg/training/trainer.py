@@ -55,6 +55,7 @@ from .pseudo_labels import (
 )
 from .schedule import poly_lr
 from .stroke_history import (
+    STROKE_FAR,
     WalkerHistory,
     added_strokes,
     digest,
@@ -129,6 +130,10 @@ class TrainConfig:
     # the slice keeping the walker it showed before elsewhere (training/stroke_history.py);
     # False: the plain walker on all strokes (the benchmarks' comparison)
     stroke_local: bool = True
+    # beyond a new stroke's reach: "keep" the walker shown before, or "blend" it with the new
+    # one (where the two disagree the floor is unsure and the networks decide; the teacher
+    # does not teach there)
+    stroke_far: str = "blend"
     # share of the previewed image's stroke tiles no network and no teacher sees (0: none)
     holdout_fraction: float = 0.2
     # stop once the networks' held-out agreement stops improving (seconds/iterations still cap)
@@ -196,6 +201,8 @@ class TrainConfig:
             )
         number("holdout_fraction", self.holdout_fraction, 0, high=0.9)
         number("ring_holdout", self.ring_holdout, 0, integer=True)
+        if self.stroke_far not in STROKE_FAR:
+            raise ConfigError(f"stroke_far must be one of {STROKE_FAR}; got {self.stroke_far!r}")
         number("ema_decay", self.ema_decay, 0)
         if self.ema_decay is not None and self.ema_decay >= 1:
             raise ConfigError(
@@ -519,8 +526,13 @@ class TriNetTrainer:
                 )
                 if added is not None:
                     near = stroke_reach(added)
-                    labels = np.where(near, labels, cached[1])
-                    top = np.where(near, top, cached[2])
+                    if self.config.stroke_far == "keep":
+                        labels = np.where(near, labels, cached[1])
+                        top = np.where(near, top, cached[2])
+                    else:  # blend: agreeing pixels as sure as both, contested ones untaught
+                        same = labels == cached[1]
+                        top = np.where(near, top, np.where(same, (top + cached[2]) / 2, 0.0))
+                        top = top.astype(np.float32)
             cached = (key, labels, top, strokes)
             self._rw_cache[(i, z)] = cached
         return cached[1], cached[2]
@@ -578,7 +590,11 @@ class TriNetTrainer:
                     image[z : z + 1], seeds[z : z + 1], self.num_classes, self.config.rw_beta
                 )[0]
                 prob = self.walker_history.show(
-                    key, seeds[z], plain, local=self.config.stroke_local
+                    key,
+                    seeds[z],
+                    plain,
+                    local=self.config.stroke_local,
+                    far=self.config.stroke_far,
                 )
             out.append(prob)
         return np.stack(out)
