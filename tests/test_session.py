@@ -158,3 +158,18 @@ def test_predict_on_the_training_image_gets_the_priors_stroke_rules():
     np.testing.assert_array_equal(one.ensemble, final.ensemble[1])
     # another image: no strokes to go by, so the stroke rules stay off
     assert session.trainer.scribbles_of(np.zeros_like(session.workflow.inputs[0].images[0])) is None
+
+
+def test_a_new_train_keeps_the_walker_each_slice_showed():
+    """Train again after drawing (a new workflow and trainer) changes the floor only near the
+    new strokes: the session hands the new workflow the walker history of the last one."""
+    img, scr = _stack(z=1)
+    session = TrainingSession()
+    list(session.train(_request(img[0], scr[0])))
+    history = session.workflow.walker_history
+    assert len(history) == 1  # the slice's walker, shown in the previews
+    more = scr[0].copy()
+    more[34:36, 28:34] = 1
+    first = session.workflow
+    list(session.train(_request(img[0], more, start="current")))
+    assert session.workflow is not first and session.workflow.walker_history is history

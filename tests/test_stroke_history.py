@@ -88,7 +88,7 @@ def test_a_slice_shows_the_new_walker_near_new_strokes_and_its_previous_one_else
     # blended beyond the reach: where the walkers disagree the slice is unsure
     s3b = s3.copy()
     s3b[50, 10:12] = 0
-    blended = history.show(b"a", s3b, _walker(2, h, w, 1))
+    blended = history.show(b"a", s3b, _walker(2, h, w, 1), far="blend")
     far = ~(stroke_reach(s3b != s3) | stroke_reach(s3 != s2) | near)
     np.testing.assert_allclose(blended[:, far], 0.5)
     new_near = stroke_reach(s3b != s3)
@@ -215,8 +215,7 @@ def test_a_train_after_new_strokes_keeps_the_floor_away_from_them(resume):
     near = stroke_reach(more[0] != seeds[0])
     plain = floor_walker(normed, more, 2, beta=TrainConfig().rw_beta)
     np.testing.assert_allclose(now[0][:, near], plain[0][:, near])
-    blend = (shown[0] + plain[0]) / 2  # the default beyond the reach
-    np.testing.assert_allclose(now[0][:, ~near], blend[:, ~near], rtol=1e-6)
+    np.testing.assert_allclose(now[0][:, ~near], shown[0][:, ~near])  # kept beyond the reach
 
 
 def test_the_first_boundary_on_a_slice_gives_the_plain_walker():

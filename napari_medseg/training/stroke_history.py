@@ -24,7 +24,7 @@ import numpy as np
 #: What a slice shows beyond the reach of new strokes: the walker it showed before ("keep"),
 #: or the mean of that and the new walker ("blend": where the two disagree the floor is
 #: unsure and the networks decide).
-STROKE_FAR = ("blend", "keep")
+STROKE_FAR = ("keep", "blend")
 
 #: A stroke reaches its own extent (bounding-box diagonal), at least this share of the slice's
 #: longest side: a user drawing along a wrong region spans it, and a short stroke still
@@ -105,7 +105,7 @@ class WalkerHistory:
         strokes: np.ndarray,
         walker: np.ndarray,
         local: bool = True,
-        far: str = "blend",
+        far: str = "keep",
     ) -> np.ndarray:
         """What slice ``key`` shows for ``strokes`` given the plain ``walker`` on them (its
         last dimensions the slice's): ``walker`` within reach of the strokes added since the

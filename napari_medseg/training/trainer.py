@@ -132,8 +132,8 @@ class TrainConfig:
     stroke_local: bool = True
     # beyond a new stroke's reach: "keep" the walker shown before, or "blend" it with the new
     # one (where the two disagree the floor is unsure and the networks decide; the teacher
-    # does not teach there)
-    stroke_far: str = "blend"
+    # does not teach there) — blend lost PH2's IMD021 (0.952 → 0.512), BENCHMARKS §9
+    stroke_far: str = "keep"
     # share of the previewed image's stroke tiles no network and no teacher sees (0: none)
     holdout_fraction: float = 0.2
     # stop once the networks' held-out agreement stops improving (seconds/iterations still cap)
