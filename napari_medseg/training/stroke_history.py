@@ -129,6 +129,3 @@ class WalkerHistory:
         while len(self._last) > self.capacity:
             self._last.popitem(last=False)
         return shown
-
-    def forget(self) -> None:
-        self._last.clear()
