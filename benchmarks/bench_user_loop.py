@@ -14,12 +14,12 @@ that loop as the widget runs it, through :class:`~napari_medseg.workflow.Workflo
    for ``--steps`` more steps (the widget's Resume / Train on the current model); predict.
 4. Repeat for ``--rounds``.
 
-After each stroke, **a stroke's reach**: the product's floor walker is stroke-local
-(training/stroke_history.py: the new walker within reach of the new strokes, the one the
-slice showed before elsewhere) — its Dice is the ``floor`` column, beside the plain walker on
-all strokes (``walker``, what a classical tool gives). Scored post hoc besides: the plain
-walker and the answer beside their stroke-local composites (:func:`stroke_local`, the whole
-stroke's extent) and what the stroke flipped beyond that reach, right or wrong.
+After each stroke, **a stroke's reach**: the ``floor`` column is the product's own floor
+walker, beside the plain walker on all strokes (``walker``, what a classical tool gives); they
+differ with ``--stroke-local`` (training/stroke_history.py: the new walker within reach of
+the new strokes, the one the slice showed before elsewhere; opt-in). Scored post hoc besides:
+the plain walker and the answer beside their stroke-local composites (:func:`stroke_local`,
+the whole stroke's extent) and what the stroke flipped beyond that reach, right or wrong.
 
 Beside it, the **control**: the same training resumed for the same steps *without* the new
 stroke (a second run: the trainer holds locks and cannot be copied; at one thread and a fixed
@@ -177,7 +177,7 @@ def _run(case, args, draw: bool) -> list[dict]:
     scribbles = np.array(case.scribbles, copy=True)
     wf = Workflow(Task(unlabelled=case.unlabelled))
     cfg = anytime.config(args, iterations=args.steps)
-    cfg.stroke_local = not getattr(args, "plain_walker", False)
+    cfg.stroke_local = bool(getattr(args, "stroke_local", False)) or cfg.stroke_local
     cfg.stroke_far = getattr(args, "stroke_far", None) or cfg.stroke_far
     wf.prepare([(case.image, scribbles)], cfg)
     rows = []
@@ -186,7 +186,7 @@ def _run(case, args, draw: bool) -> list[dict]:
         *_, final = wf.train()
         seg = wf.predict(case.image)
         walker = anytime.walkers(_with(case, scribbles), "")[FLOOR]
-        inp = wf.inputs[0]  # the product's own floor walker: stroke-local after a stroke
+        inp = wf.inputs[0]  # the product's own floor walker (stroke-local if asked)
         shown = inp.to_values(wf.trainer.shown_walker().argmax(axis=1))
         row = dict(
             case=case.name,
@@ -252,7 +252,7 @@ def table(rows: list[dict], rounds: int) -> str:
         by.setdefault((r["arm"], r["round"]), []).append(r)
     lines = [
         "| round | steps | ensemble, stroke (mean / below its walker) | walker with the strokes "
-        "| the floor's walker (stroke-local) | ensemble − walker: mean / worst "
+        "| the product's floor walker | ensemble − walker: mean / worst "
         "| control: ensemble (no stroke) / below | stroke px (mean) |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -332,15 +332,15 @@ def main(argv=None) -> None:
         help="a short correction: at most this many pixels of the stroke, mid-region",
     )
     p.add_argument(
-        "--plain-walker",
+        "--stroke-local",
         action="store_true",
-        help="the floor's and teacher's walker on all strokes, not stroke-local (comparison)",
+        help="the floor's and teacher's walker stroke-local (TrainConfig.stroke_local; opt-in)",
     )
     p.add_argument(
         "--stroke-far",
         choices=["blend", "keep"],
         default=None,
-        help="beyond a new stroke's reach (TrainConfig.stroke_far; default: the product's)",
+        help="with --stroke-local: what the floor shows beyond a new stroke's reach",
     )
     args = p.parse_args(argv)
 

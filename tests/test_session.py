@@ -161,8 +161,9 @@ def test_predict_on_the_training_image_gets_the_priors_stroke_rules():
 
 
 def test_a_new_train_keeps_the_walker_each_slice_showed():
-    """Train again after drawing (a new workflow and trainer) changes the floor only near the
-    new strokes: the session hands the new workflow the walker history of the last one."""
+    """Train again after drawing builds a new workflow and trainer: the session hands it the
+    walker history of the last one (the plain walkers it need not recompute; with
+    ``stroke_local`` on, what keeps the floor unchanged away from the new strokes)."""
     img, scr = _stack(z=1)
     session = TrainingSession()
     list(session.train(_request(img[0], scr[0])))

@@ -129,6 +129,7 @@ def test_the_trainers_floor_and_teacher_change_only_near_a_new_stroke(far):
         device="cpu",
         max_side=0,
         holdout_fraction=0.0,
+        stroke_local=True,
         stroke_far=far,
     )
     tr = TriNetTrainer([image], [seeds], 2, cfg)
@@ -167,7 +168,7 @@ def test_erasing_a_stroke_gives_the_plain_walker_again():
     from napari_medseg.training.trainer import TriNetTrainer
 
     image, seeds, _ = _image_and_strokes()
-    cfg = TrainConfig(models=("unet",), iterations=1, device="cpu", max_side=0)
+    cfg = TrainConfig(models=("unet",), iterations=1, device="cpu", max_side=0, stroke_local=True)
     tr = TriNetTrainer([image], [seeds], 2, cfg)
     more = seeds.copy()
     more[0, 46, 43:50] = 1
@@ -191,7 +192,7 @@ def test_a_train_after_new_strokes_keeps_the_floor_away_from_them(resume):
     image, seeds, _ = _image_and_strokes()
     picture = image[0, 0]
     user = np.where(seeds[0] >= 0, seeds[0] + 1, 0).astype(np.uint8)  # 0 unlabelled
-    cfg = dict(models=("unet",), iterations=1, device="cpu", max_side=0)
+    cfg = dict(models=("unet",), iterations=1, device="cpu", max_side=0, stroke_local=True)
     wf = Workflow(Task())
     list(wf.train([(picture, user)], TrainConfig(**cfg, preview_every_seconds=None)))
     inp = wf.inputs[0]
@@ -235,6 +236,7 @@ def test_the_first_boundary_on_a_slice_gives_the_plain_walker():
 
 
 def test_stroke_local_off_gives_the_plain_walker_after_new_strokes():
+    """Off (the default) the floor and the teacher are the plain walker on all strokes."""
     from napari_medseg.training import TrainConfig
     from napari_medseg.training.floor import floor_walker
     from napari_medseg.training.trainer import TriNetTrainer
@@ -263,6 +265,7 @@ def test_stroke_local_off_gives_the_plain_walker_after_new_strokes():
     fresh = TriNetTrainer([image], [more], 2, TrainConfig(models=("unet",), max_side=0))
     np.testing.assert_array_equal(plain_labels, fresh._teacher(0, 0)[0])
     np.testing.assert_allclose(plain_floor, floor_walker(image, more, 2, beta=2000.0))
+    assert TrainConfig().stroke_local is False  # opt-in (BENCHMARKS §9, fifteenth round)
     _, local_labels, _ = teachers(True)
     far = ~stroke_reach(more[0] != seeds[0])
     np.testing.assert_array_equal(local_labels[far], before[far])

@@ -126,13 +126,14 @@ class TrainConfig:
     # the anytime floor (training/floor.py): the walker's probabilities are part of every
     # prediction of an image with strokes until the networks earn a share
     floor: bool = True
-    # a new stroke changes the walker (the floor's and the teacher's) only within its reach,
-    # the slice keeping the walker it showed before elsewhere (training/stroke_history.py);
-    # False: the plain walker on all strokes (the benchmarks' comparison)
-    stroke_local: bool = True
+    # opt-in: a new stroke changes the walker (the floor's and the teacher's) only within its
+    # reach, the slice keeping the walker it showed before elsewhere (stroke_history.py).
+    # Off by default: with short strokes it cost −0.025 (Kvasir) and −0.040 (PH2) in the user
+    # loop and put 7 of 20 answers below the plain walker (BENCHMARKS §9, fifteenth round)
+    stroke_local: bool = False
     # beyond a new stroke's reach: "keep" the walker shown before, or "blend" it with the new
     # one (where the two disagree the floor is unsure and the networks decide; the teacher
-    # does not teach there) — blend lost PH2's IMD021 (0.952 → 0.512), BENCHMARKS §9
+    # does not teach there) — blend lost PH2's IMD021 (0.952 → 0.512)
     stroke_far: str = "keep"
     # share of the previewed image's stroke tiles no network and no teacher sees (0: none)
     holdout_fraction: float = 0.2
