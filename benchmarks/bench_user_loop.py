@@ -179,6 +179,8 @@ def _run(case, args, draw: bool) -> list[dict]:
     cfg = anytime.config(args, iterations=args.steps)
     cfg.stroke_local = bool(getattr(args, "stroke_local", False)) or cfg.stroke_local
     cfg.stroke_far = getattr(args, "stroke_far", None) or cfg.stroke_far
+    if getattr(args, "stroke_blend_old", None) is not None:
+        cfg.stroke_blend_old = args.stroke_blend_old
     wf.prepare([(case.image, scribbles)], cfg)
     rows = []
     previous = None  # (walker, ensemble, stroke) of the round before, with its stroke
@@ -341,6 +343,12 @@ def main(argv=None) -> None:
         choices=["blend", "keep"],
         default=None,
         help="with --stroke-local: what the floor shows beyond a new stroke's reach",
+    )
+    p.add_argument(
+        "--stroke-blend-old",
+        type=float,
+        default=None,
+        help="with --stroke-far blend: the previous walker's weight beyond the reach",
     )
     args = p.parse_args(argv)
 

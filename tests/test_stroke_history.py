@@ -269,3 +269,22 @@ def test_stroke_local_off_gives_the_plain_walker_after_new_strokes():
     _, local_labels, _ = teachers(True)
     far = ~stroke_reach(more[0] != seeds[0])
     np.testing.assert_array_equal(local_labels[far], before[far])
+
+
+def test_blend_weighs_the_previous_walker_as_asked():
+    h = w = 60
+    history = WalkerHistory()
+    s1 = np.full((h, w), -1)
+    s1[5, 5:10] = 0
+    s1[55, 5:10] = 1
+    history.show(b"a", s1, _walker(2, h, w, 0))
+    s2 = s1.copy()
+    s2[30, 50:52] = 1
+    shown = history.show(b"a", s2, _walker(2, h, w, 1), far="blend", old_weight=0.6)
+    far = ~stroke_reach(s2 != s1)
+    np.testing.assert_allclose(shown[0][far], 0.6)  # near ties stay with what was shown
+    np.testing.assert_allclose(shown[1][far], 0.4)
+    with pytest.raises(Exception, match="stroke_blend_old"):
+        from napari_medseg.training import TrainConfig
+
+        TrainConfig(stroke_blend_old=1.5).check()

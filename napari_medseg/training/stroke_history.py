@@ -106,18 +106,23 @@ class WalkerHistory:
         walker: np.ndarray,
         local: bool = True,
         far: str = "keep",
+        old_weight: float = 0.5,
     ) -> np.ndarray:
         """What slice ``key`` shows for ``strokes`` given the plain ``walker`` on them (its
         last dimensions the slice's): ``walker`` within reach of the strokes added since the
-        last time; elsewhere the slice's previous walker (``far="keep"``) or its mean with
-        ``walker`` (``"blend"``); ``local=False``: ``walker``. Remembered for the next time."""
+        last time; elsewhere the slice's previous walker (``far="keep"``) or its weighted mean
+        with ``walker`` (``"blend"``, ``old_weight`` on the previous); ``local=False``:
+        ``walker``. Remembered for the next time."""
         strokes = np.asarray(strokes)
         last = self._last.get(key) if local else None
         shown = walker
         if last is not None and last[1].shape == np.shape(walker):
             added = added_strokes(last[0], strokes)
             if added is not None:
-                beyond = last[1] if far == "keep" else (last[1] + walker) / 2
+                if far == "keep":
+                    beyond = last[1]
+                else:
+                    beyond = old_weight * last[1] + (1.0 - old_weight) * walker
                 shown = np.where(stroke_reach(added), walker, beyond).astype(walker.dtype)
         if not drew_a_boundary(strokes):
             # one class or none: the walker says nothing yet and nothing is kept, so the

@@ -135,6 +135,9 @@ class TrainConfig:
     # one (where the two disagree the floor is unsure and the networks decide; the teacher
     # does not teach there) — blend lost PH2's IMD021 (0.952 → 0.512)
     stroke_far: str = "keep"
+    # "blend": the previous walker's weight beyond the reach (0.5: the mean; above it, near
+    # ties stay with what the slice showed)
+    stroke_blend_old: float = 0.5
     # share of the previewed image's stroke tiles no network and no teacher sees (0: none)
     holdout_fraction: float = 0.2
     # stop once the networks' held-out agreement stops improving (seconds/iterations still cap)
@@ -202,6 +205,7 @@ class TrainConfig:
             )
         number("holdout_fraction", self.holdout_fraction, 0, high=0.9)
         number("ring_holdout", self.ring_holdout, 0, integer=True)
+        number("stroke_blend_old", self.stroke_blend_old, 0, high=1.0)
         if self.stroke_far not in STROKE_FAR:
             raise ConfigError(f"stroke_far must be one of {STROKE_FAR}; got {self.stroke_far!r}")
         number("ema_decay", self.ema_decay, 0)
@@ -596,6 +600,7 @@ class TriNetTrainer:
                     plain,
                     local=self.config.stroke_local,
                     far=self.config.stroke_far,
+                    old_weight=self.config.stroke_blend_old,
                 )
             out.append(prob)
         return np.stack(out)
