@@ -367,7 +367,12 @@ def release_memory(device) -> None:
 class Workflow:
     """A task and its trio: train on (image, scribbles) pairs, predict any image, save, load."""
 
-    def __init__(self, task: Task | None = None, base: Checkpoint | None = None):
+    def __init__(
+        self,
+        task: Task | None = None,
+        base: Checkpoint | None = None,
+        walker_history: WalkerHistory | None = None,
+    ):
         if task is None:
             task = Task.from_checkpoint(base) if base is not None else Task()
         elif task.class_values is None and base is not None:
@@ -391,9 +396,13 @@ class Workflow:
         self._run_now = (0, 0.0)  # ... and up to the last step
         self._resumed = False  # the base is this dataset run's own last checkpoint
         self.distributed = None  # training.distributed.Distributed under torchrun
-        # the walker each image slice last showed (training/stroke_history.py): kept across
-        # trainers, so that strokes added before a new Train change the floor only near them
-        self.walker_history = WalkerHistory(FLOOR_CACHE_SLICES)
+        # the walker each image slice last showed (training/stroke_history.py): a workflow
+        # that follows another on the same images takes the last one's (``walker_history``),
+        # so its walkers are not recomputed and, with stroke_local, strokes added before the
+        # new Train change the floor only near them
+        self.walker_history = (
+            walker_history if walker_history is not None else WalkerHistory(FLOOR_CACHE_SLICES)
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Workflow:

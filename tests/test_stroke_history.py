@@ -206,8 +206,8 @@ def test_a_train_after_new_strokes_keeps_the_floor_away_from_them(resume):
         list(wf.train())
         trainer = wf.trainer
     else:
-        again = Workflow(Task(), base=wf.checkpoint())
-        again.walker_history = wf.walker_history  # what the widget's session does
+        # what the widget's session does
+        again = Workflow(Task(), base=wf.checkpoint(), walker_history=wf.walker_history)
         list(again.train([(picture, more_user)], TrainConfig(**cfg)))
         trainer = again.trainer
     more = seeds.copy()
@@ -288,3 +288,20 @@ def test_blend_weighs_the_previous_walker_as_asked():
         from napari_medseg.training import TrainConfig
 
         TrainConfig(stroke_blend_old=1.5).check()
+
+
+def test_reach_since_is_none_when_the_slice_starts_afresh():
+    from napari_medseg.training.stroke_history import reach_since
+
+    one = np.full((20, 20), -1)
+    one[2, 2:8] = 0
+    two = one.copy()
+    two[15, 2:8] = 1
+    assert reach_since(one, two) is None  # no boundary before: the plain walker
+    more = two.copy()
+    more[10, 10] = 1
+    near = reach_since(two, more)
+    assert near is not None and near[10, 10] and not near[2, 2]
+    erased = two.copy()
+    erased[2, 2] = -1
+    assert reach_since(two, erased) is None

@@ -456,9 +456,11 @@ class TrainingSession:
             base = None
             if request.start == "current" and self.has_model:
                 base = self.workflow.start_point()
-            wf = Workflow(Task.named(request.class_names, request.spacing), base=base)
-            if self.workflow is not None:  # the floor a new stroke changes only near it
-                wf.walker_history = self.workflow.walker_history
+            wf = Workflow(
+                Task.named(request.class_names, request.spacing),
+                base=base,
+                walker_history=None if self.workflow is None else self.workflow.walker_history,
+            )
             warnings.extend(wf.set_inputs([(request.image, request.scribbles), *request.more]))
             cfg = TrainConfig(
                 models=tuple(request.models),

@@ -5,10 +5,12 @@ pixel of the slice, and where the previous walker was near a tie, far from the s
 label flips — in the simulated user loop 98 % (Kvasir) and 97 % (PH2) of the pixels the walker
 changed beyond a correction stroke's extent were changed to a wrong label (BENCHMARKS §9,
 fourteenth round). The floor is the walker, so a correction could make the answer worse
-somewhere the user never pointed at. Here the walker a slice shows after new strokes is the
-new walker within the new strokes' reach and the walker the slice showed before everywhere
-else; erasing or relabelling a stroke starts the slice afresh (plain walker on all strokes),
-and so does the first boundary on a slice (strokes of a second class where there was one).
+somewhere the user never pointed at. With ``TrainConfig.stroke_local`` (opt-in: with short
+strokes it cost more than it saved, BENCHMARKS §9, fifteenth round) the walker a slice shows
+after new strokes is the new walker within the new strokes' reach and the walker the slice
+showed before everywhere else; erasing or relabelling a stroke starts the slice afresh (plain
+walker on all strokes), and so does the first boundary on a slice (strokes of a second class
+where there was one).
 
 Everything works on one slice: strokes as (H, W) class indices, -1 unlabelled; walkers as
 (K, H, W) probabilities or any per-pixel arrays of the slice's size.
@@ -70,6 +72,15 @@ def drew_a_boundary(strokes: np.ndarray) -> bool:
     return np.unique(strokes[strokes >= 0]).size >= 2
 
 
+def reach_since(before: np.ndarray, after: np.ndarray) -> np.ndarray | None:
+    """Where the strokes added from ``before`` to ``after`` reach (H, W bool); None when the
+    slice starts afresh: a stroke erased or relabelled, or no boundary drawn ``before``."""
+    if not drew_a_boundary(before):
+        return None
+    added = added_strokes(before, after)
+    return None if added is None else stroke_reach(added)
+
+
 def digest(array: np.ndarray) -> bytes:
     """A short content key for an image slice or a stroke map."""
     return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
@@ -116,14 +127,15 @@ class WalkerHistory:
         strokes = np.asarray(strokes)
         last = self._last.get(key) if local else None
         shown = walker
+        near = None
         if last is not None and last[1].shape == np.shape(walker):
-            added = added_strokes(last[0], strokes)
-            if added is not None:
-                if far == "keep":
-                    beyond = last[1]
-                else:
-                    beyond = old_weight * last[1] + (1.0 - old_weight) * walker
-                shown = np.where(stroke_reach(added), walker, beyond).astype(walker.dtype)
+            near = reach_since(last[0], strokes)
+        if near is not None:
+            if far == "keep":
+                beyond = last[1]
+            else:
+                beyond = old_weight * last[1] + (1.0 - old_weight) * walker
+            shown = np.where(near, walker, beyond).astype(walker.dtype)
         if not drew_a_boundary(strokes):
             # one class or none: the walker says nothing yet and nothing is kept, so the
             # first boundary drawn on the slice gives the plain walker

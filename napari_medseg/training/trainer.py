@@ -54,14 +54,7 @@ from .pseudo_labels import (
     random_walker_probabilities,
 )
 from .schedule import poly_lr
-from .stroke_history import (
-    STROKE_FAR,
-    WalkerHistory,
-    added_strokes,
-    digest,
-    drew_a_boundary,
-    stroke_reach,
-)
+from .stroke_history import STROKE_FAR, WalkerHistory, digest, reach_since
 from .threads import ThreadTuner
 from .weight_average import WeightAverage
 
@@ -277,8 +270,9 @@ class TriNetTrainer:
     of images is held: the trainer then keeps none either). Only without a preview.
 
     ``walker_history``: the walker each image slice last showed (stroke_history.py), shared
-    with an earlier trainer on the same images so that a Train after new strokes changes the
-    floor only near them; a new, empty one by default.
+    with an earlier trainer on the same images (its walkers need not be recomputed; with
+    ``stroke_local`` a Train after new strokes changes the floor only near them); a new,
+    empty one by default.
     """
 
     def __init__(
@@ -520,17 +514,12 @@ class TriNetTrainer:
             )[0]
             dtype = np.uint8 if self.num_classes <= 256 else np.int32
             labels, top, strokes = prob.argmax(axis=0).astype(dtype), prob.max(axis=0), None
-            if self._native_images is not None:  # strokes can change: teach stroke-locally
+            if self._native_images is not None:  # strokes can change (stroke_local)
                 strokes = np.where(sd[z] >= 0, sd[z], self._heldout[i][z]).astype(np.int16)
-                added = (
-                    added_strokes(cached[3], strokes)
-                    if cached is not None
-                    and self.config.stroke_local
-                    and drew_a_boundary(cached[3])
-                    else None
-                )
-                if added is not None:
-                    near = stroke_reach(added)
+                near = None
+                if cached is not None and self.config.stroke_local:
+                    near = reach_since(cached[3], strokes)
+                if near is not None:
                     if self.config.stroke_far == "keep":
                         labels = np.where(near, labels, cached[1])
                         top = np.where(near, top, cached[2])
@@ -583,9 +572,9 @@ class TriNetTrainer:
         return heldout_agreement(pred, held[zs])
 
     def _floor_walker(self, image: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        """The floor's walker probabilities (Z, K, H, W) for any image and strokes: per slice
-        the walker it last showed, new only within reach of strokes added since
-        (stroke_history.py; computed once per slice and strokes)."""
+        """The floor's walker probabilities (Z, K, H, W) for any image and strokes, computed
+        once per slice and strokes (the walker history); with ``stroke_local`` new only
+        within reach of strokes added since (stroke_history.py)."""
         out = []
         for z in range(image.shape[0]):
             key = digest(image[z])
