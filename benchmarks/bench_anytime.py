@@ -149,6 +149,8 @@ def walkers(case: Case, prior_spec: str) -> dict[str, np.ndarray]:
 
 def config(args, **kw) -> TrainConfig:
     cfg = TrainConfig(device="cpu", preview_every_seconds=None, seed=args.seed, **kw)
+    if getattr(args, "no_classifier", False):
+        cfg.classifier = False  # the walker alone as the classical answer (before round 16)
     return cfg
 
 
@@ -184,6 +186,7 @@ def run_case(case: Case, args) -> list[dict]:
                         networks_heldout=(getattr(rep, "heldout", {}) or {}).get("networks"),
                         changed=getattr(rep, "changed", None),
                         overruled=getattr(rep, "overruled", None),
+                        classical=getattr(rep, "classical", None),
                     )
                 )
                 if upd.done:
@@ -207,6 +210,7 @@ def run_case(case: Case, args) -> list[dict]:
                 # how much of the walker's answer the networks changed, and of its sure pixels
                 changed=getattr(rep, "changed", None),
                 overruled=getattr(rep, "overruled", None),
+                classical=getattr(rep, "classical", None),
                 steps=final.iteration,
                 wall_s=wall,
                 # what review.csv ranks a folder by: does low agreement find the bad answers?
@@ -295,6 +299,11 @@ def main() -> None:
     p.add_argument("--shape-prior", default="none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hog", action="store_true", help="keep one core busy meanwhile")
+    p.add_argument(
+        "--no-classifier",
+        action="store_true",
+        help="the walker alone as the classical answer (TrainConfig.classifier off)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", default=None)
     p.add_argument("--csv", default=None)

@@ -111,6 +111,9 @@ class FloorReport:
     # those it is sure of (inference.departure); set on the prediction the report came with
     changed: float | None = None
     overruled: float | None = None
+    # the classical answer under the networks: "walker", or walker + the stroke classifier
+    # (training/stroke_classifier.py) where it classified the held-out strokes as well
+    classical: str | None = None
 
     def summary(self, titles: Mapping[str, str] | None = None) -> str:
         """One line: the networks' share, what they changed of the walker's answer, and each
@@ -122,6 +125,8 @@ class FloorReport:
 
         parts = [f"{titles.get(k, k)} {fmt(v)}" for k, v in self.heldout.items() if k != "walker"]
         text = f"networks' share {self.network_share:.0%}"
+        if self.classical and self.classical != "walker":
+            text = f"classical answer: {self.classical}; " + text
         if self.changed is not None:
             text += f", {self.changed:.1%} of the walker's answer changed"
             if self.overruled:

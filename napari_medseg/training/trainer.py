@@ -34,7 +34,7 @@ from ..errors import ConfigError
 from ..inference import Prediction, combine_predictions, member_weights, predict_models
 from ..models import create_model
 from ..presets import default_preset, recipe, single_slice_recipe
-from ..resolution import resize_image, resize_seeds, scaled_size
+from ..resolution import resize_image, resize_seeds, scaled_size, upsample_probabilities
 from ..resolution import working_scale as _working_scale
 from ..shape_prior import ShapePrior, apply_shape_prior
 from ..slots import slot_keys
@@ -54,6 +54,8 @@ from .pseudo_labels import (
     random_walker_probabilities,
 )
 from .schedule import poly_lr
+from .stroke_classifier import WALKER as CLASSICAL_WALKER
+from .stroke_classifier import ClassicalChoice, choose_for_image, classical_probabilities
 from .stroke_history import STROKE_FAR, WalkerHistory, digest, reach_since
 from .threads import ThreadTuner
 from .weight_average import WeightAverage
@@ -133,6 +135,10 @@ class TrainConfig:
     stroke_blend_old: float = 0.5
     # share of the previewed image's stroke tiles no network and no teacher sees (0: none)
     holdout_fraction: float = 0.2
+    # the classical answer (training/stroke_classifier.py): a pixel classifier on the strokes
+    # beside the walker, for the floor and the teacher of the previewed image, where it
+    # classifies the held-out strokes at least as well as the walker alone
+    classifier: bool = True
     # stop once the networks' held-out agreement stops improving (seconds/iterations still cap)
     until_plateau: bool = False
     # torch's CPU thread count chosen from measured steps (training/threads.py): None for time
@@ -349,6 +355,12 @@ class TriNetTrainer:
             walker_history if walker_history is not None else WalkerHistory(FLOOR_CACHE_SLICES)
         )
         self._bn_key: tuple | None = None  # what the BatchNorm statistics were estimated for
+        # the classical answer of the previewed image (stroke_classifier.py): (strokes'
+        # digest, choice), and the floor's probabilities of the chosen method
+        self._classical: tuple[bytes, ClassicalChoice] | None = None
+        self._classical_floor: tuple[tuple, np.ndarray] | None = None
+        self._preview_keys: list[bytes] | None = None
+        self._floor_method = CLASSICAL_WALKER  # what the last floor was (the report's)
         self._set_seeds([np.asarray(s) for s in seeds])
 
         torch.manual_seed(cfg.seed)
@@ -539,8 +551,11 @@ class TriNetTrainer:
         for i, sd in enumerate(self._seeds):
             vol = np.full(sd.shape, -1, dtype=np.int64)
             ring = np.full(sd.shape, -1, dtype=np.int64) if i == self.preview else None
+            classical = self._classical_teacher(i)
             for z in range(sd.shape[0]):
-                labels, top = self._teacher(i, z)
+                labels, top = (
+                    self._teacher(i, z) if classical is None else (classical[0][z], classical[1][z])
+                )
                 lab = labels.astype(np.int64)
                 lab[(top < self.config.rw_confidence) | (top <= floor)] = -1
                 if ring is not None and self.config.ring_holdout > 0:
@@ -568,16 +583,86 @@ class TriNetTrainer:
         zs = [z for z in range(held.shape[0]) if (held[z] >= 0).any()]
         if not zs:
             return None
-        pred = np.stack([self._teacher(self.preview, z)[0] for z in zs])
+        classical = self._classical_teacher(self.preview)
+        if classical is not None:
+            pred = classical[0][zs]
+        else:
+            pred = np.stack([self._teacher(self.preview, z)[0] for z in zs])
         return heldout_agreement(pred, held[zs])
 
-    def _floor_walker(self, image: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    def classical_choice(self) -> ClassicalChoice | None:
+        """Walker or walker + classifier for the previewed image (stroke_classifier.py),
+        decided once per set of strokes on the held-out strokes; None where it does not apply
+        (turned off, a dataset trainer, no previewed image)."""
+        cfg = self.config
+        i = self.preview
+        if not cfg.classifier or i is None or self._native_images is None:
+            return None
+        seeds, held = self._native_seeds[i], self._native_heldout[i]
+        key = digest(seeds)
+        if self._classical is None or self._classical[0] != key:
+            training = np.where(held >= 0, -1, seeds)
+            choice = choose_for_image(
+                self._native_images[i], training, held, self.num_classes, cfg.rw_beta, cfg.seed
+            )
+            self._classical = (key, choice)
+        return self._classical[1]
+
+    def _classical_teacher(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(labels, top probability) (Z, h, w) of the chosen classical method at the working
+        resolution, seeded by the training strokes — None where the walker teaches."""
+        if i != self.preview:
+            return None
+        choice = self.classical_choice()
+        if choice is None or choice.method == CLASSICAL_WALKER or choice.training is None:
+            return None
+        prob = upsample_probabilities(choice.training, tuple(self._images[i].shape[-2:]))
+        return prob.argmax(axis=1).astype(np.uint8), prob.max(axis=1)
+
+    def _classical_floor_of(self, keys: list[bytes], seeds: np.ndarray) -> np.ndarray | None:
+        """The chosen classical method's probabilities for slices of the previewed image
+        (matched by content, so a one-slice preview gets its slice of the whole answer);
+        None for any other image or where the walker alone is the answer."""
+        choice = self.classical_choice()
+        if choice is None or choice.method == CLASSICAL_WALKER:
+            return None
+        i = self.preview
+        native, nseeds = self._native_images[i], self._native_seeds[i]
+        if self._preview_keys is None:
+            self._preview_keys = [digest(native[z]) for z in range(native.shape[0])]
+        try:
+            zs = [self._preview_keys.index(k) for k in keys]
+        except ValueError:
+            return None
+        if not np.array_equal(nseeds[zs], seeds):
+            return None
+        key = (digest(nseeds), choice.method)
+        if self._classical_floor is None or self._classical_floor[0] != key:
+            walker = self._floor_walker(native, nseeds, classical=False)
+            prob = classical_probabilities(
+                choice.method,
+                native,
+                nseeds,
+                self.num_classes,
+                self.config.rw_beta,
+                walker=walker,
+                seed=self.config.seed,
+            )
+            self._classical_floor = (key, prob)
+        return self._classical_floor[1][zs]
+
+    def _floor_walker(
+        self, image: np.ndarray, seeds: np.ndarray, classical: bool = True
+    ) -> np.ndarray:
         """The floor's walker probabilities (Z, K, H, W) for any image and strokes, computed
         once per slice and strokes (the walker history); with ``stroke_local`` new only
-        within reach of strokes added since (stroke_history.py)."""
-        out = []
+        within reach of strokes added since (stroke_history.py). On the previewed image, the
+        classical answer instead where walker + classifier was chosen (``classical``)."""
+        out, keys = [], []
+        self._floor_method = CLASSICAL_WALKER
         for z in range(image.shape[0]):
             key = digest(image[z])
+            keys.append(key)
             prob = self.walker_history.shown(key, seeds[z])
             if prob is None:
                 plain = floor_walker(
@@ -592,6 +677,11 @@ class TriNetTrainer:
                     old_weight=self.config.stroke_blend_old,
                 )
             out.append(prob)
+        if classical:
+            chosen = self._classical_floor_of(keys, seeds)
+            if chosen is not None:
+                self._floor_method = self._classical[1].method
+                return chosen
         return np.stack(out)
 
     def shown_walker(self, index: int = 0) -> np.ndarray:
@@ -969,7 +1059,7 @@ class TriNetTrainer:
         seeds = self._native_seeds[self.preview]
         if sel is not None:
             image, seeds = image[sel], seeds[sel]
-        walker = self._floor_walker(image, seeds)
+        walker = self._floor_walker(image, seeds, classical=False)  # seconds, not more
         ensemble = apply_shape_prior(
             walker.argmax(axis=1).astype(np.uint8), seeds, self.shape_prior
         )
@@ -1075,7 +1165,12 @@ class TriNetTrainer:
         )
         if report is not None and walker is not None:
             # a copy: a decision taken on the whole image is shared by its slices' previews
-            report = replace(report, changed=pred.walker_changed, overruled=pred.walker_overruled)
+            report = replace(
+                report,
+                changed=pred.walker_changed,
+                overruled=pred.walker_overruled,
+                classical=self._floor_method,
+            )
         pred.report = report
         return pred
 

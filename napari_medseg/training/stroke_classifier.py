@@ -1,0 +1,264 @@
+"""A pixel classifier on the user's strokes beside the random walker: the classical answer.
+
+The random walker knows only where intensity changes; a class defined by *what* a pixel looks
+like rather than where it lies — grey matter's ribbon between CSF and white matter, a
+lesion's colour across a vignetted frame — defeats it (the brain sample: walker Dice 0.49).
+A random forest on a few smoothed, differentiated copies of the image, trained on the stroke
+pixels (what ilastik and napari-convpaint do), knows what pixels look like but not where the
+strokes' regions end (ACDC alone: 0.32, the two blood pools look alike). Each covers the
+other's blind side, in two ways:
+
+* ``"walker × classifier"``: the product of the two probability maps (the classifier floored
+  at :data:`PRODUCT_FLOOR`), renormalised — the walker decides where the classifier is unsure
+  and the classifier sharpens what the walker leaves open (ACDC: +0.029 over 20 volumes);
+* ``"walker on classifier"``: the walker on the image with the classifier's probabilities as
+  extra channels — boundaries where either the image or the classes change (PH2: +0.27).
+
+Neither is always right (Kvasir: a forest that calls a whole frame polyp-like floods it), so
+:func:`choose_method` decides per image on the strokes held out from both (training/
+holdout.py) — a method must classify them at least as well as the walker — and refuses one
+whose class areas stray :data:`~.floor.AREA_RATIO`'s limit from what the walker is sure of.
+Measured in BENCHMARKS §9 (sixteenth round); docs/design.md "The classical answer".
+
+Everything is numpy on (Z, C, H, W) images and (Z, H, W) class indices (-1 unlabelled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: The methods :func:`choose_method` may pick, in the order that wins a tie.
+METHODS = ("walker on classifier", "walker × classifier")
+WALKER = "walker"
+#: Gaussian scales (px) of the features: smoothed intensity, gradient magnitude, Laplacian.
+SCALES = (0.7, 1.6, 3.5, 5.0)
+#: The classifier's probabilities are floored here before the product: a forest's 0 would
+#: veto the walker outright on pixels it has never seen anything like.
+PRODUCT_FLOOR = 0.05
+#: Stroke pixels the forest trains on, at most (a random draw beyond): fitting stays ~1 s.
+MAX_SAMPLES = 20_000
+TREES = 50
+DEPTH = 12
+
+
+def pixel_features(image: np.ndarray) -> np.ndarray:
+    """(F, H, W) float32 features of one (C, H, W) slice: per channel the raw intensity and,
+    at each of :data:`SCALES`, its Gaussian smoothing, gradient magnitude and Laplacian."""
+    from scipy import ndimage as ndi
+
+    feats = []
+    for c in np.asarray(image, dtype=np.float32):
+        feats.append(c)
+        for s in SCALES:
+            feats.append(ndi.gaussian_filter(c, s))
+            feats.append(ndi.gaussian_gradient_magnitude(c, s))
+            feats.append(ndi.gaussian_laplace(c, s))
+    return np.stack(feats).astype(np.float32)
+
+
+def classifier_probabilities(
+    image: np.ndarray, seeds: np.ndarray, num_classes: int, seed: int = 0
+) -> np.ndarray | None:
+    """(Z, K, H, W) float32 class probabilities of a random forest trained on every stroke
+    pixel of the image (all slices together); None with strokes of fewer than two classes
+    (nothing to tell apart). Classes without strokes get probability 0."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    seeds = np.asarray(seeds)
+    present = np.unique(seeds[seeds >= 0])
+    if present.size < 2:
+        return None
+    feats = [pixel_features(image[z]) for z in range(image.shape[0])]
+    xs, ys = [], []
+    for z, f in enumerate(feats):
+        mask = seeds[z] >= 0
+        if mask.any():
+            xs.append(f[:, mask].T)
+            ys.append(seeds[z][mask])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    rng = np.random.default_rng(seed)
+    if len(x) > MAX_SAMPLES:
+        pick = rng.choice(len(x), MAX_SAMPLES, replace=False)
+        x, y = x[pick], y[pick]
+    forest = RandomForestClassifier(
+        n_estimators=TREES, max_depth=DEPTH, n_jobs=1, random_state=seed
+    ).fit(x, y)
+    z_count, _, h, w = image.shape
+    out = np.zeros((z_count, num_classes, h, w), dtype=np.float32)
+    for z, f in enumerate(feats):
+        prob = forest.predict_proba(f.reshape(f.shape[0], -1).T)
+        for j, c in enumerate(forest.classes_):
+            out[z, int(c)] = prob[:, j].reshape(h, w)
+    return out
+
+
+def combine(
+    method: str,
+    image: np.ndarray,
+    seeds: np.ndarray,
+    walker: np.ndarray,
+    classifier: np.ndarray | None,
+    num_classes: int,
+    beta: float,
+) -> np.ndarray:
+    """The ``method``'s probabilities (Z, K, H, W) from the walker's and the classifier's.
+
+    Only slices whose strokes hold two classes or more change: where the walker says it knows
+    nothing (no stroke) or leans to a single stroked class, so does the answer — the forest,
+    seeing the whole volume's strokes, would otherwise paint structures onto slices the user
+    marked as background only. Strokes keep their class.
+    """
+    if method == WALKER or classifier is None:
+        return walker
+    from .floor import floor_walker
+
+    out = walker.copy()
+    zs = [z for z in range(seeds.shape[0]) if np.unique(seeds[z][seeds[z] >= 0]).size >= 2]
+    if not zs:
+        return walker
+    if method == "walker × classifier":
+        prod = walker[zs] * (classifier[zs] + PRODUCT_FLOOR)
+        out[zs] = prod / np.maximum(prod.sum(axis=1, keepdims=True), 1e-12)
+    elif method == "walker on classifier":
+        stacked = np.concatenate([image[zs], classifier[zs]], axis=1)
+        out[zs] = floor_walker(stacked, seeds[zs], num_classes, beta)
+    else:
+        raise ValueError(f"unknown classical method {method!r}; choose one of {METHODS}")
+    for z in zs:  # strokes are certain
+        s = seeds[z]
+        for c in np.unique(s[s >= 0]):
+            mask = s == c
+            out[z][:, mask] = 0.0
+            out[z, c][mask] = 1.0
+    return out
+
+
+def area_ratio(candidate: np.ndarray, walker: np.ndarray, found: float) -> float:
+    """The worst ratio (≥ 1, either way) between a candidate's area of a class and the area
+    the walker finds for it (probability ≥ ``found``), over the classes."""
+    labels, wl = candidate.argmax(axis=1), walker.argmax(axis=1)
+    sure = walker.max(axis=1) >= found
+    worst = 1.0
+    for c in range(walker.shape[1]):
+        a = max(int(np.count_nonzero(labels == c)), 1)
+        b = max(int(np.count_nonzero((wl == c) & sure)), 1)
+        worst = max(worst, a / b, b / a)
+    return worst
+
+
+@dataclass
+class ClassicalChoice:
+    """What :func:`choose_method` decided for one image and why."""
+
+    method: str = WALKER
+    heldout: dict[str, float | None] = field(default_factory=dict)  # walker + METHODS
+    area: dict[str, float] = field(default_factory=dict)  # METHODS: worst area ratio
+    # the chosen method's probabilities from the training strokes alone (the teacher's)
+    training: np.ndarray | None = None
+
+
+def choose_method(
+    image: np.ndarray,
+    training: np.ndarray,
+    heldout: np.ndarray,
+    num_classes: int,
+    beta: float,
+    walker: np.ndarray | None = None,
+    seed: int = 0,
+) -> ClassicalChoice:
+    """Walker or one of :data:`METHODS` for this image, judged on the held-out strokes.
+
+    ``training``/``heldout``: the strokes split by :func:`~.holdout.split_strokes`;
+    ``walker``: the walker seeded by ``training`` if already computed. A method must agree
+    with the held-out strokes at least as well as the walker (balanced accuracy) and keep
+    every class's area within :data:`~.floor.AREA_RATIO`'s outer limit of what the walker
+    finds; of those the best held-out agreement wins (ties: :data:`METHODS`' order). Nothing
+    held out: the walker (nothing to judge by).
+    """
+    from .floor import AREA_RATIO, FOUND, floor_walker
+    from .holdout import heldout_agreement
+
+    if walker is None:
+        walker = floor_walker(image, training, num_classes, beta)
+    choice = ClassicalChoice(training=walker)
+    if not (np.asarray(heldout) >= 0).any():
+        return choice
+    classifier = classifier_probabilities(image, training, num_classes, seed)
+    if classifier is None:
+        return choice
+    best = choice.heldout[WALKER] = heldout_agreement(walker.argmax(axis=1), heldout)
+    if best is None:
+        return choice
+    for method in METHODS:
+        prob = combine(method, image, training, walker, classifier, num_classes, beta)
+        score = heldout_agreement(prob.argmax(axis=1), heldout)
+        choice.heldout[method] = score
+        choice.area[method] = area_ratio(prob, walker, FOUND)
+        if score is None or choice.area[method] > AREA_RATIO[1]:
+            continue
+        if score > best or (score == best and choice.method == WALKER):
+            best, choice.method, choice.training = score, method, prob
+    return choice
+
+
+def _walker_size(image: np.ndarray, max_side: int) -> tuple[int, int]:
+    from ..resolution import scaled_size, working_scale
+
+    native = tuple(image.shape[-2:])
+    return scaled_size(native, working_scale(native, max_side))
+
+
+def choose_for_image(
+    image: np.ndarray,
+    training: np.ndarray,
+    heldout: np.ndarray,
+    num_classes: int,
+    beta: float,
+    seed: int = 0,
+    max_side: int | None = None,
+) -> ClassicalChoice:
+    """:func:`choose_method` on a native-size image, at the floor walker's size (≤
+    ``max_side``, :data:`~.floor.WALKER_MAX_SIDE`): a 1920-px frame's features would cost
+    seconds per slice. ``choice.training`` stays at that size."""
+    from ..resolution import resize_image, resize_seeds
+    from .floor import WALKER_MAX_SIDE
+
+    size = _walker_size(image, max_side or WALKER_MAX_SIDE)
+    if size != tuple(image.shape[-2:]):
+        image = resize_image(image, size)
+        training = resize_seeds(training, size, num_classes)
+        heldout = np.where(training >= 0, -1, resize_seeds(heldout, size, num_classes))
+    return choose_method(image, training, heldout, num_classes, beta, seed=seed)
+
+
+def classical_probabilities(
+    method: str,
+    image: np.ndarray,
+    seeds: np.ndarray,
+    num_classes: int,
+    beta: float,
+    walker: np.ndarray | None = None,
+    seed: int = 0,
+    max_side: int | None = None,
+) -> np.ndarray:
+    """The ``method``'s (Z, K, H, W) probabilities at the image's native size, computed at
+    the floor walker's size. ``walker``: the floor walker at native size, reused when the
+    image is already that small."""
+    from ..resolution import resize_image, resize_seeds, upsample_probabilities
+    from .floor import WALKER_MAX_SIDE, floor_walker
+
+    native = tuple(image.shape[-2:])
+    size = _walker_size(image, max_side or WALKER_MAX_SIDE)
+    if size != native:
+        image = resize_image(image, size)
+        seeds = resize_seeds(seeds, size, num_classes)
+        walker = None
+    if walker is None:
+        walker = floor_walker(image, seeds, num_classes, beta)
+    if method == WALKER:
+        return upsample_probabilities(walker, native)
+    classifier = classifier_probabilities(image, seeds, num_classes, seed)
+    prob = combine(method, image, seeds, walker, classifier, num_classes, beta)
+    return upsample_probabilities(prob, native)
