@@ -203,7 +203,8 @@ def choose_method(
     return choice
 
 
-def _walker_size(image: np.ndarray, max_side: int) -> tuple[int, int]:
+def walker_size(image: np.ndarray, max_side: int) -> tuple[int, int]:
+    """The (h, w) the floor walker works at for this image (≤ ``max_side``)."""
     from ..resolution import scaled_size, working_scale
 
     native = tuple(image.shape[-2:])
@@ -225,7 +226,7 @@ def choose_for_image(
     from ..resolution import resize_image, resize_seeds
     from .floor import WALKER_MAX_SIDE
 
-    size = _walker_size(image, max_side or WALKER_MAX_SIDE)
+    size = walker_size(image, max_side or WALKER_MAX_SIDE)
     if size != tuple(image.shape[-2:]):
         image = resize_image(image, size)
         training = resize_seeds(training, size, num_classes)
@@ -250,7 +251,7 @@ def classical_probabilities(
     from .floor import WALKER_MAX_SIDE, floor_walker
 
     native = tuple(image.shape[-2:])
-    size = _walker_size(image, max_side or WALKER_MAX_SIDE)
+    size = walker_size(image, max_side or WALKER_MAX_SIDE)
     if size != native:
         image = resize_image(image, size)
         seeds = resize_seeds(seeds, size, num_classes)
