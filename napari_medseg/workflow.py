@@ -386,6 +386,8 @@ class Workflow:
         # the floor's last whole-image decision per (image, strokes): a slice predicted alone
         # is combined as it was in the whole image
         self._decisions: OrderedDict[bytes, object] = OrderedDict()
+        # the floor a saved trio was given for a whole image: its slices take their part of it
+        self._classical_floors: dict[bytes, tuple[str, np.ndarray]] = {}
         # the floor walker's Dice on each validation file (its strokes do not change)
         self._walker_validation: dict[str, float | None] = {}
         # what the card says the trio was trained on (set by set_inputs / prepare_dataset)
@@ -1031,7 +1033,9 @@ class Workflow:
         if self.trainer is not None:
             prediction = self.trainer.predict(data, seeds=seeds, heldout=heldout, decision=decision)
         else:
-            prediction = self._predict_base(data, device, seeds, decision, key)
+            prediction = self._predict_base(
+                data, device, seeds, decision, key, None if slice_index is None else one
+            )
         if key is not None and slice_index is None and prediction.report is not None:
             self._decisions[key] = prediction.report
             while len(self._decisions) > 16:
@@ -1040,6 +1044,26 @@ class Workflow:
         seg.warnings = list(norm.warnings)
         return seg
 
+    def _classical_floor(self, data: np.ndarray, seeds: np.ndarray, config: TrainConfig):
+        """(method, probabilities) of the floor for a saved trio: the classical answer,
+        decided on the held-out split as the trainer decides it, or the walker."""
+        from .training.floor import floor_walker
+        from .training.holdout import split_strokes
+        from .training.stroke_classifier import choose_for_image, classical_probabilities
+
+        k, beta = self.base.num_classes, config.rw_beta
+        walker = floor_walker(data, seeds, k, beta)
+        if not config.classifier:
+            return "walker", walker
+        training, held = split_strokes(seeds, config.holdout_fraction, seed=config.seed)
+        method = choose_for_image(data, training, held, k, beta, seed=config.seed).method
+        if method == "walker":
+            return method, walker
+        prob = classical_probabilities(
+            method, data, seeds, k, beta, walker=walker, seed=config.seed
+        )
+        return method, prob
+
     def _predict_base(
         self,
         data: np.ndarray,
@@ -1047,13 +1071,14 @@ class Workflow:
         seeds: np.ndarray | None = None,
         decision=None,
         key: bytes | None = None,
+        part: slice | None = None,
     ):
         """The saved trio's prediction, combined as its training did (weights, prior), with
         the walker on ``seeds`` as the floor when the image has strokes."""
         from .checkpoints import models_from_checkpoint
         from .inference import combine_predictions, member_weights, predict_models
         from .shape_prior import ShapePrior
-        from .training.floor import assess, base_share, floor_walker
+        from .training.floor import assess, base_share
 
         dev = self.device_for(device)
         if self._base_models is None or self._base_models[0] != str(dev):
@@ -1067,13 +1092,23 @@ class Workflow:
         )
         config = TrainConfig.from_dict(self.base.config or {})
         if config.floor and seeds is not None and (seeds >= 0).any():
-            walker = floor_walker(data, seeds, self.base.num_classes, config.rw_beta)
+            whole = self._classical_floors.get(key) if part is not None else None
+            if whole is not None:  # a slice of an image predicted whole: its floor's slice
+                method, walker = whole[0], whole[1][part]
+            else:
+                method, walker = self._classical_floor(data, seeds, config)
+                if key is not None and part is None:
+                    while len(self._classical_floors) >= 4:
+                        self._classical_floors.pop(next(iter(self._classical_floors)))
+                    self._classical_floors[key] = (method, walker)
             base = base_share((self.base.card or {}).get("validation"))
             recorded = (self.base.metadata.get("floor_heldout") or {}).get(key.hex() if key else "")
             report = (
                 decision
                 if decision is not None
-                else assess(probs, walker, base=base, heldout_scores=recorded)
+                else replace(
+                    assess(probs, walker, base=base, heldout_scores=recorded), classical=method
+                )
             )
             weights, share = report.weights, report.network_share
         prediction = combine_predictions(

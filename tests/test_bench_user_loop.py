@@ -108,7 +108,8 @@ def test_the_loop_resumes_with_the_stroke_beside_a_control_without(monkeypatch):
     small = bench_anytime.config
 
     def one_unet(args, **kw):
-        return small(args, models=("unet",), **kw)
+        # the walker alone as the classical answer: the floor column is then the plain walker
+        return small(args, models=("unet",), classifier=False, **kw)
 
     monkeypatch.setattr(bench_anytime, "config", one_unet)
     args = Namespace(steps=1, rounds=1, seed=0)

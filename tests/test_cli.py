@@ -65,7 +65,9 @@ def test_train_predict_eval_round_trip(tiny_pair, capsys):
     assert "(lite) on cpu" in captured.err  # the preset the trainer resolved, not "None"
     # what the floor made of the networks: their share and what they changed of the walker's
     assert re.search(
-        r"ensemble: networks' share \d+%, [\d.]+% of the walker's answer changed", printed
+        r"ensemble: (classical answer: [^;]+; )?networks' share \d+%, "
+        r"[\d.]+% of the walker's answer changed",
+        printed,
     )
     for name in ("ensemble.tif", "unet.tif", "unet_2.tif", "disagreement.tif", "model.pt"):
         assert (out / name).is_file() and name in printed

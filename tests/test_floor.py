@@ -253,8 +253,8 @@ def test_the_answer_after_a_few_steps_is_the_walkers(kind, steps):
     assert final.iteration == steps
     share = seg.report.network_share
     assert share < 0.2  # a 3-step pair on an easy stack agrees ~0.85: a tenth at most
-    inp = wf.inputs[0]
-    prob = floor_walker(inp.images[0], inp.seeds[0], 2, beta=cfg.rw_beta)
+    # the floor: the walker, or the classical answer chosen on the held-out strokes
+    prob = wf.trainer.shown_walker(0)
     walker = prob.argmax(1) + 1
     walker = walker if kind == "stack" else walker[0]
     # a share s moves only pixels whose walker margin |p1 − p0| is below s / (1 − s)

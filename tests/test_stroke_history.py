@@ -192,7 +192,16 @@ def test_a_train_after_new_strokes_keeps_the_floor_away_from_them(resume):
     image, seeds, _ = _image_and_strokes()
     picture = image[0, 0]
     user = np.where(seeds[0] >= 0, seeds[0] + 1, 0).astype(np.uint8)  # 0 unlabelled
-    cfg = dict(models=("unet",), iterations=1, device="cpu", max_side=0, stroke_local=True)
+    # the walker alone as the classical answer: a combined one is the whole image's, not
+    # stroke-local (design.md "The classical answer")
+    cfg = dict(
+        models=("unet",),
+        iterations=1,
+        device="cpu",
+        max_side=0,
+        stroke_local=True,
+        classifier=False,
+    )
     wf = Workflow(Task())
     list(wf.train([(picture, user)], TrainConfig(**cfg, preview_every_seconds=None)))
     inp = wf.inputs[0]
