@@ -1045,24 +1045,15 @@ class Workflow:
         return seg
 
     def _classical_floor(self, data: np.ndarray, seeds: np.ndarray, config: TrainConfig):
-        """(method, probabilities) of the floor for a saved trio: the classical answer,
-        decided on the held-out split as the trainer decides it, or the walker."""
+        """(method, probabilities) of the floor for a saved trio: the classical answer as the
+        trainer decides it (training/stroke_classifier.py), or the walker with it off."""
         from .training.floor import floor_walker
-        from .training.holdout import split_strokes
-        from .training.stroke_classifier import choose_for_image, classical_probabilities
+        from .training.stroke_classifier import classical_floor
 
         k, beta = self.base.num_classes, config.rw_beta
-        walker = floor_walker(data, seeds, k, beta)
         if not config.classifier:
-            return "walker", walker
-        training, held = split_strokes(seeds, config.holdout_fraction, seed=config.seed)
-        method = choose_for_image(data, training, held, k, beta, seed=config.seed).method
-        if method == "walker":
-            return method, walker
-        prob = classical_probabilities(
-            method, data, seeds, k, beta, walker=walker, seed=config.seed
-        )
-        return method, prob
+            return "walker", floor_walker(data, seeds, k, beta)
+        return classical_floor(data, seeds, k, beta, config.holdout_fraction, config.seed)
 
     def _predict_base(
         self,

@@ -263,3 +263,27 @@ def classical_probabilities(
     classifier = classifier_probabilities(image, seeds, num_classes, seed)
     prob = combine(method, image, seeds, walker, classifier, num_classes, beta)
     return upsample_probabilities(prob, native)
+
+
+def classical_floor(
+    image: np.ndarray,
+    seeds: np.ndarray,
+    num_classes: int,
+    beta: float,
+    holdout_fraction: float,
+    seed: int = 0,
+) -> tuple[str, np.ndarray]:
+    """(method, native-size probabilities) of the classical answer for an image without a
+    trainer (a saved trio's Predict): decided on the same held-out split the trainer draws
+    (``split_strokes(seeds, holdout_fraction, seed)``), then computed on every stroke."""
+    from .floor import floor_walker
+    from .holdout import split_strokes
+
+    walker = floor_walker(image, seeds, num_classes, beta)
+    training, held = split_strokes(seeds, holdout_fraction, seed=seed)
+    method = choose_for_image(image, training, held, num_classes, beta, seed=seed).method
+    if method == WALKER:
+        return method, walker
+    return method, classical_probabilities(
+        method, image, seeds, num_classes, beta, walker=walker, seed=seed
+    )
