@@ -43,6 +43,16 @@ FAST = [
 ]
 
 
+def test_no_classifier_trains_on_the_walker_alone(tiny_pair, capsys):
+    out = tiny_pair / "plain"
+    args = ["--image", str(tiny_pair / "img.tif"), "--scribbles", str(tiny_pair / "scr.tif")]
+    assert main(["train", *args, "--out", str(out), "--no-classifier", *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert load_checkpoint(out / "model.pt").config["classifier"] is False
+    line = next(x for x in printed.splitlines() if x.startswith("ensemble:"))
+    assert "classical answer" not in line
+
+
 def test_train_predict_eval_round_trip(tiny_pair, capsys):
     out = tiny_pair / "run"
     rc = main(
@@ -77,6 +87,7 @@ def test_train_predict_eval_round_trip(tiny_pair, capsys):
     # the prior is kept in label values' indices: value 3 is class index 1
     prior = {"exhaustive_slices": True, "convex": [1], "walls": []}
     assert load_checkpoint(out / "model.pt").shape_prior == prior
+    assert load_checkpoint(out / "model.pt").config["classifier"] is True  # the default
 
     # fine-tune from the checkpoint (which keeps its prior unless told otherwise)
     rc = main(

@@ -79,7 +79,15 @@ def _config_from_args(args, defaults: dict | None = None, class_values=()):
         cfg.seconds, cfg.iterations = args.seconds, None
     elif args.iterations is not None:
         cfg.iterations, cfg.seconds = args.iterations, None
-    for name in ("batch_size", "patch_size", "max_side", "lr", "rw_weight", "augment"):
+    for name in (
+        "batch_size",
+        "patch_size",
+        "max_side",
+        "lr",
+        "rw_weight",
+        "augment",
+        "classifier",
+    ):
         v = getattr(args, name, None)
         if v is not None:
             setattr(cfg, name, v)

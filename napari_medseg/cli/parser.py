@@ -102,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
         "off for a stack, on for a single 2-D image and for a dataset)",
     )
     t.add_argument(
+        "--classifier",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the classical answer under the networks: the random walker combined with a "
+        "random forest on the strokes where that classifies held-out strokes at least as "
+        "well (default on; --no-classifier: the walker alone, docs/design.md 'The classical "
+        "answer')",
+    )
+    t.add_argument(
         "--rw-weight",
         type=float,
         default=None,
