@@ -118,6 +118,7 @@ def test_a_crashed_session_is_offered_and_restored_as_new_layers(
     viewer.layers["scribbles"].data[20, 20:24] = 2
     drawn = viewer.layers["scribbles"].data.copy()
     w.iterations_spin.setValue(3)
+    w.classifier_check.setChecked(False)
     w.start_training()
     qtbot.waitUntil(lambda: not w.is_busy and w.session.has_model, timeout=TIMEOUT_MS)
     qtbot.waitUntil(lambda: (s := _snapshot(w)) is not None and s.model is not None,
@@ -151,6 +152,7 @@ def test_a_crashed_session_is_offered_and_restored_as_new_layers(
     assert w2.scribble_combo.currentText() == "scribbles (restored)"
     assert w2.class_names() == ["background", "lesion"]
     assert w2.selected_models() == ("unet", "unet", "unet") and w2.iterations_spin.value() == 3
+    assert not w2.classifier_check.isChecked()
     # and the model: Predict can use it at once
     assert w2.session.base is not None and w2.session.base.num_classes == 2
     assert w2.autosave.banner is None and autosave.crashed_sessions() == []

@@ -453,6 +453,18 @@ def test_error_no_image(make_napari_viewer, notes):
     _assert_error(notes, "no model to save")
 
 
+def test_the_classical_answer_box_reaches_the_training_request(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _tiny_layers(viewer)
+    w = _widget(viewer)
+    assert w.classifier_check.isChecked()  # on by default, as in the engine
+    request, _, _ = w._train_request()
+    assert request.classifier is True
+    w.classifier_check.setChecked(False)
+    request, _, _ = w._train_request()
+    assert request.classifier is False
+
+
 def test_error_cardiac_prior_without_lv_and_myo_classes(make_napari_viewer, notes):
     viewer = make_napari_viewer()
     _tiny_layers(viewer)

@@ -121,6 +121,16 @@ def test_the_worker_waits_for_the_gui_layers_before_its_first_step():
     assert rest[-1].done and rest[-1].stopped and rest[-1].run_step == 0
 
 
+def test_the_classical_answer_is_the_users_choice():
+    img, scr = _stack()
+    session = TrainingSession()
+    assert list(session.train(_request(img, scr)))[-1].done
+    assert session.trainer.config.classifier is True  # the default
+    session = TrainingSession()
+    assert list(session.train(_request(img, scr, classifier=False)))[-1].done
+    assert session.trainer.config.classifier is False
+
+
 def test_cardiac_prior_follows_the_class_names():
     import pytest
 

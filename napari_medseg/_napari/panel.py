@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -128,6 +129,9 @@ class ControlPanel(QWidget):
         for label, value in SHAPE_PRIORS:
             self.prior_combo.addItem(label, value)
         self.prior_combo.setToolTip(TOOLTIPS["shape_prior"])
+        self.classifier_check = QCheckBox("walker + pixel classifier")
+        self.classifier_check.setChecked(True)
+        self.classifier_check.setToolTip(TOOLTIPS["classifier"])
         self.train_on_combo = QComboBox()
         self.train_on_combo.addItems(list(TRAIN_ON))
         self.train_on_combo.setToolTip(TOOLTIPS["train_on"])
@@ -136,6 +140,7 @@ class ControlPanel(QWidget):
         form.addRow("Train on", self.train_on_combo)
         form.addRow("Classes", self.classes_edit)
         form.addRow("Shape prior", self.prior_combo)
+        form.addRow("Classical answer", self.classifier_check)
         form.addRow("Ground truth", self.truth_combo)
         return box
 
@@ -411,6 +416,7 @@ class ControlPanel(QWidget):
             preview_every_seconds=self.preview_spin.value(),
             max_side=self.max_side_spin.value(),
             shape_prior=self.prior_combo.currentData(),
+            classifier=self.classifier_check.isChecked(),
             truth=truth,
             spacing=tuple(spatial_transform(image)["scale"]),
             preview_slice=self._current_slice(image) if kind == "stack" else None,

@@ -118,6 +118,7 @@ class SessionAutosave:
             "refresh_seconds": w.preview_spin.value(),
             "max_side": w.max_side_spin.value(),
             "shape_prior": w.prior_combo.currentData(),
+            "classifier": w.classifier_check.isChecked(),
         }
 
     def save_now(self) -> bool:
@@ -323,6 +324,8 @@ class SessionAutosave:
             index = w.prior_combo.findData(s["shape_prior"])
             if index >= 0:
                 w.prior_combo.setCurrentIndex(index)
+        if isinstance(s.get("classifier"), bool):
+            w.classifier_check.setChecked(s["classifier"])
 
     def _find_image(self, snap: autosave.Snapshot):
         """The open image layer the scribbles were drawn on: same shape and sha256."""

@@ -62,6 +62,9 @@ class TrainRequest:
     rw_weight: float | None = None  # None: the engine's default
     max_side: int | None = None  # working resolution (longest side); None: native size
     shape_prior: str = "none"  # "none" or "cardiac" (napari_medseg.shape_prior)
+    # the classical answer may combine the walker with a classifier on the strokes
+    # (TrainConfig.classifier); False: the walker alone
+    classifier: bool = True
     # the slice of a stack the user is looking at: the first live preview predicts only it
     # (quick), later previews the whole stack
     preview_slice: int | None = None
@@ -478,6 +481,7 @@ class TrainingSession:
             if request.max_side is not None:
                 cfg.max_side = int(request.max_side)  # 0 = native resolution
             cfg.shape_prior = shape_prior_for(request.shape_prior, request.class_names)
+            cfg.classifier = bool(request.classifier)
             if self._stop.is_set():
                 yield LayerUpdate(stage="done", done=True, stopped=True)
                 return

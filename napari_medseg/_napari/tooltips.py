@@ -16,6 +16,12 @@ TOOLTIPS: dict[str, str] = {
         "(draw its strokes along the middle of the wall), and a class without strokes on a "
         "scribbled slice is absent there (scribble every structure a slice shows)"
     ),
+    "classifier": (
+        "What the answer starts from before the networks earn a share: the random walker on "
+        "your strokes, combined with a pixel classifier trained on them where that "
+        "classifies strokes held out from both at least as well (the report says which). "
+        "Untick if the combination floods a region the walker got right: the walker alone"
+    ),
     "preset": (
         "lite: small networks that train interactively on a CPU; "
         "paper: the published sizes (use a GPU)"
