@@ -96,6 +96,65 @@ def test_choice_stays_with_the_walker_without_held_out_strokes_or_a_second_class
     assert choose_method(image, one, held, 2, 2000.0).method == WALKER
 
 
+def test_a_grey_image_keeps_the_product_a_colour_one_takes_ties_in_order():
+    image, seeds, _ = stripes()
+    training, held = split_strokes(seeds, 0.2, seed=0)
+    grey = choose_method(image, training, held, 2, 2000.0)
+    assert grey.heldout["walker on classifier"] == grey.heldout["walker × classifier"]  # a tie
+    assert grey.method == "walker × classifier"
+    rgb = np.repeat(image, 3, axis=1)
+    assert choose_method(rgb, training, held, 2, 2000.0).method == "walker on classifier"
+
+
+def _spoiled(monkeypatch, method: str, held: np.ndarray, share: float, classes=(0, 1)):
+    """``combine`` as it is, but ``method`` mislabels ``share`` of the held-out pixels of
+    each of ``classes`` (at least one; the rest of its answer unchanged)."""
+    from napari_medseg.training import stroke_classifier as sc
+
+    real_combine = sc.combine
+
+    def spoiled(m, *args, **kwargs):
+        out = real_combine(m, *args, **kwargs)
+        if m != method:
+            return out
+        out = out.copy()
+        for c in classes:
+            z, y, x = np.nonzero(held == c)
+            n = max(1, int(share * len(z)))
+            out[z[:n], :, y[:n], x[:n]] = 0.0
+            out[z[:n], 1 - c, y[:n], x[:n]] = 1.0
+        return out
+
+    monkeypatch.setattr(sc, "combine", spoiled)
+
+
+def test_held_out_noise_within_the_margin_keeps_a_grey_images_product(monkeypatch):
+    from napari_medseg.training.stroke_classifier import GREY_PRODUCT_MARGIN as MARGIN
+
+    image, seeds, _ = stripes()
+    training, held = split_strokes(seeds, 0.2, seed=0)
+    _spoiled(monkeypatch, "walker × classifier", held, 0.0, classes=(1,))  # one pixel
+    choice = choose_method(image, training, held, 2, 2000.0)
+    assert choice.heldout["walker × classifier"] < choice.heldout[WALKER]
+    assert choice.heldout["walker × classifier"] >= choice.heldout[WALKER] - MARGIN
+    assert choice.method == "walker × classifier"
+
+
+def test_a_grey_images_product_that_misses_held_out_strokes_is_refused(monkeypatch):
+    from napari_medseg.training.stroke_classifier import GREY_PRODUCT_MARGIN as MARGIN
+
+    image, seeds, _ = stripes()
+    training, held = split_strokes(seeds, 0.2, seed=0)
+    _spoiled(monkeypatch, "walker × classifier", held, 0.5)
+    choice = choose_method(image, training, held, 2, 2000.0)
+    assert choice.heldout["walker × classifier"] < choice.heldout[WALKER] - MARGIN
+    # vetoed: the other combination, where it does at least as well as the walker
+    assert choice.method == "walker on classifier"
+    assert choice.heldout["walker on classifier"] >= choice.heldout[WALKER]
+    _spoiled(monkeypatch, "walker on classifier", held, 0.5)  # now both miss (stacked)
+    assert choose_method(image, training, held, 2, 2000.0).method == WALKER
+
+
 def test_a_flooding_classifier_is_refused_by_the_area_check(monkeypatch):
     """Kvasir's failure: a combination that floods a frame with the polyp class while every
     stroke, held out or not, stays right — the held-out strokes tie, the area must refuse."""

@@ -16,9 +16,11 @@ other's blind side, in two ways:
 
 Neither is always right (Kvasir: a forest that calls a whole frame polyp-like floods it), so
 :func:`choose_method` decides per image on the strokes held out from both (training/
-holdout.py) — a method must classify them at least as well as the walker — and refuses one
-whose class areas stray :data:`~.floor.AREA_RATIO`'s limit from what the walker is sure of.
-Measured in BENCHMARKS §9 (sixteenth round); docs/design.md "The classical answer".
+holdout.py) — a method must classify them at least as well as the walker, except the
+product on a grey image, which only a clear miss turns down (:data:`GREY_PRODUCT_MARGIN`) —
+and refuses one whose class areas stray :data:`~.floor.AREA_RATIO`'s limit from what the
+walker is sure of. Measured in BENCHMARKS §9 (sixteenth and seventeenth rounds);
+docs/design.md "The classical answer".
 
 Everything is numpy on (Z, C, H, W) images and (Z, H, W) class indices (-1 unlabelled).
 """
@@ -39,6 +41,11 @@ SCALES = (0.7, 1.6, 3.5, 5.0)
 PRODUCT_FLOOR = 0.05
 #: Stroke pixels the forest trains on, at most (a random draw beyond): fitting stays ~1 s.
 MAX_SAMPLES = 20_000
+#: On a grey image the product is kept unless it agrees with the held-out strokes worse than
+#: the walker by more than this. It only reweighs the walker's own probabilities, and a few
+#: held-out tiles are noisy: a strict test turned it down on ACDC volumes where it beat the
+#: walker by 0.04-0.08 (BENCHMARKS §9, seventeenth round: above the walker on 40 of 40).
+GREY_PRODUCT_MARGIN = 0.05
 TREES = 50
 DEPTH = 12
 
@@ -171,11 +178,13 @@ def choose_method(
     """Walker or one of :data:`METHODS` for this image, judged on the held-out strokes.
 
     ``training``/``heldout``: the strokes split by :func:`~.holdout.split_strokes`;
-    ``walker``: the walker seeded by ``training`` if already computed. A method must agree
-    with the held-out strokes at least as well as the walker (balanced accuracy) and keep
-    every class's area within :data:`~.floor.AREA_RATIO`'s outer limit of what the walker
-    finds; of those the best held-out agreement wins (ties: :data:`METHODS`' order). Nothing
-    held out: the walker (nothing to judge by).
+    ``walker``: the walker seeded by ``training`` if already computed. On a grey image the
+    product is taken unless it agrees with the held-out strokes worse than the walker by more
+    than :data:`GREY_PRODUCT_MARGIN` (balanced accuracy). Otherwise a method must agree with
+    them at least as well as the walker; of those the best agreement wins (ties:
+    :data:`METHODS`' order). Either way a class's area must stay within
+    :data:`~.floor.AREA_RATIO`'s outer limit of what the walker finds. Nothing held out: the
+    walker (nothing to judge by).
     """
     from .floor import AREA_RATIO, FOUND, floor_walker
     from .holdout import heldout_agreement
@@ -188,18 +197,27 @@ def choose_method(
     classifier = classifier_probabilities(image, training, num_classes, seed)
     if classifier is None:
         return choice
-    best = choice.heldout[WALKER] = heldout_agreement(walker.argmax(axis=1), heldout)
-    if best is None:
+    base = choice.heldout[WALKER] = heldout_agreement(walker.argmax(axis=1), heldout)
+    if base is None:
         return choice
+    probs = {}
     for method in METHODS:
-        prob = combine(method, image, training, walker, classifier, num_classes, beta)
-        score = heldout_agreement(prob.argmax(axis=1), heldout)
-        choice.heldout[method] = score
-        choice.area[method] = area_ratio(prob, walker, FOUND)
+        probs[method] = combine(method, image, training, walker, classifier, num_classes, beta)
+        choice.heldout[method] = heldout_agreement(probs[method].argmax(axis=1), heldout)
+        choice.area[method] = area_ratio(probs[method], walker, FOUND)
+    product = "walker × classifier"
+    score = choice.heldout[product]
+    if image.shape[1] == 1 and score is not None and score >= base - GREY_PRODUCT_MARGIN:
+        if choice.area[product] <= AREA_RATIO[1]:
+            choice.method, choice.training = product, probs[product]
+            return choice
+    best = base
+    for method in METHODS:
+        score = choice.heldout[method]
         if score is None or choice.area[method] > AREA_RATIO[1]:
             continue
         if score > best or (score == best and choice.method == WALKER):
-            best, choice.method, choice.training = score, method, prob
+            best, choice.method, choice.training = score, method, probs[method]
     return choice
 
 
