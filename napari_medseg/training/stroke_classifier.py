@@ -44,7 +44,7 @@ MAX_SAMPLES = 20_000
 #: On a grey image the product is kept unless it agrees with the held-out strokes worse than
 #: the walker by more than this. It only reweighs the walker's own probabilities, and a few
 #: held-out tiles are noisy: a strict test turned it down on ACDC volumes where it beat the
-#: walker by 0.04-0.08 (BENCHMARKS §9, seventeenth round: above the walker on 40 of 40).
+#: walker by up to 0.08 (BENCHMARKS §9, seventeenth round: at or above it on 40 of 40).
 GREY_PRODUCT_MARGIN = 0.05
 TREES = 50
 DEPTH = 12
