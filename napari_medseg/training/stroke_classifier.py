@@ -41,13 +41,13 @@ SCALES = (0.7, 1.6, 3.5, 5.0)
 PRODUCT_FLOOR = 0.05
 #: Stroke pixels the forest trains on, at most (a random draw beyond): fitting stays ~1 s.
 MAX_SAMPLES = 20_000
+TREES = 50
+DEPTH = 12
 #: On a grey image the product is kept unless it agrees with the held-out strokes worse than
 #: the walker by more than this. It only reweighs the walker's own probabilities, and a few
 #: held-out tiles are noisy: a strict test turned it down on ACDC volumes where it beat the
 #: walker by up to 0.08 (BENCHMARKS §9, seventeenth round: at or above it on 40 of 40).
 GREY_PRODUCT_MARGIN = 0.05
-TREES = 50
-DEPTH = 12
 
 
 def pixel_features(image: np.ndarray) -> np.ndarray:
@@ -205,7 +205,7 @@ def choose_method(
         probs[method] = combine(method, image, training, walker, classifier, num_classes, beta)
         choice.heldout[method] = heldout_agreement(probs[method].argmax(axis=1), heldout)
         choice.area[method] = area_ratio(probs[method], walker, FOUND)
-    product = "walker × classifier"
+    product = METHODS[1]  # walker × classifier
     score = choice.heldout[product]
     if image.shape[1] == 1 and score is not None and score >= base - GREY_PRODUCT_MARGIN:
         if choice.area[product] <= AREA_RATIO[1]:
