@@ -12,6 +12,9 @@ from napari_medseg.training.stroke_history import (
     stroke_reach,
 )
 
+#: One UNet, one step, on the CPU at native size: what these tests train.
+ONE_STEP = dict(models=("unet",), iterations=1, device="cpu", max_side=0)
+
 
 def test_added_strokes_are_the_new_pixels_and_an_erased_or_relabelled_stroke_resets():
     before = np.full((8, 8), -1)
@@ -123,15 +126,7 @@ def test_the_trainers_floor_and_teacher_change_only_near_a_new_stroke(far):
     from napari_medseg.training.trainer import TriNetTrainer
 
     image, seeds, two = _image_and_strokes()
-    cfg = TrainConfig(
-        models=("unet",),
-        iterations=1,
-        device="cpu",
-        max_side=0,
-        holdout_fraction=0.0,
-        stroke_local=True,
-        stroke_far=far,
-    )
+    cfg = TrainConfig(**ONE_STEP, holdout_fraction=0.0, stroke_local=True, stroke_far=far)
     tr = TriNetTrainer([image], [seeds], 2, cfg)
     before = tr._floor_walker(image, seeds)
     labels_before, top_before = (a.copy() for a in tr._teacher(0, 0))
@@ -168,7 +163,7 @@ def test_erasing_a_stroke_gives_the_plain_walker_again():
     from napari_medseg.training.trainer import TriNetTrainer
 
     image, seeds, _ = _image_and_strokes()
-    cfg = TrainConfig(models=("unet",), iterations=1, device="cpu", max_side=0, stroke_local=True)
+    cfg = TrainConfig(**ONE_STEP, stroke_local=True)
     tr = TriNetTrainer([image], [seeds], 2, cfg)
     more = seeds.copy()
     more[0, 46, 43:50] = 1
@@ -194,14 +189,7 @@ def test_a_train_after_new_strokes_keeps_the_floor_away_from_them(resume):
     user = np.where(seeds[0] >= 0, seeds[0] + 1, 0).astype(np.uint8)  # 0 unlabelled
     # the walker alone as the classical answer: a combined one is the whole image's, not
     # stroke-local (design.md "The classical answer")
-    cfg = dict(
-        models=("unet",),
-        iterations=1,
-        device="cpu",
-        max_side=0,
-        stroke_local=True,
-        classifier=False,
-    )
+    cfg = dict(ONE_STEP, stroke_local=True, classifier=False)
     wf = Workflow(Task())
     list(wf.train([(picture, user)], TrainConfig(**cfg, preview_every_seconds=None)))
     inp = wf.inputs[0]
@@ -255,14 +243,7 @@ def test_stroke_local_off_gives_the_plain_walker_after_new_strokes():
     more[0, 46, 43:50] = 1
 
     def teachers(local: bool):
-        cfg = TrainConfig(
-            models=("unet",),
-            iterations=1,
-            device="cpu",
-            max_side=0,
-            stroke_local=local,
-            stroke_far="keep",
-        )
+        cfg = TrainConfig(**ONE_STEP, stroke_local=local, stroke_far="keep")
         tr = TriNetTrainer([image], [seeds], 2, cfg)
         tr._floor_walker(image, seeds)
         before = tr._teacher(0, 0)[0].copy()
