@@ -92,6 +92,7 @@ def run_case(case, beta: float = 2000.0, prefilters: tuple[str, ...] = ()) -> di
     choice = choose_for_image(data, training, held, k, beta)
     row["seconds (choice)"] = time.perf_counter() - t0
     row["method"] = choice.method
+    row["outline"] = choice.outline  # colour images: the walker outline's stroke distance
     probs["chosen"] = probs[choice.method]
     for variant in prefilters:  # "how" or "how:beta"
         how, _, b = variant.partition(":")

@@ -12,15 +12,21 @@ other's blind side, in two ways:
   at :data:`PRODUCT_FLOOR`), renormalised — the walker decides where the classifier is unsure
   and the classifier sharpens what the walker leaves open (ACDC: +0.039 over 20 volumes);
 * ``"walker on classifier"``: the walker on the image with the classifier's probabilities as
-  extra channels — boundaries where either the image or the classes change (PH2: +0.29).
+  extra channels — boundaries where either the image or the classes change (PH2: +0.29);
+* ``"walker ∪ walker on classifier"``: the walker's structures, grown where ``walker on
+  classifier`` finds more of them but never shrunk by it (class 0 is the background).
 
-Neither is always right (Kvasir: a forest that calls a whole frame polyp-like floods it), so
-:func:`choose_method` decides per image on the strokes held out from both (training/
-holdout.py) — a method must classify them at least as well as the walker, except the
-product on a grey image, which only a clear miss turns down (:data:`GREY_PRODUCT_MARGIN`) —
-and refuses one whose class areas stray :data:`~.floor.AREA_RATIO`'s limit from what the
-walker is sure of. Measured in BENCHMARKS §9 (sixteenth and seventeenth rounds);
-docs/design.md "The classical answer".
+None is always right (Kvasir: a forest that calls a whole frame polyp-like floods it, or
+a polyp's far side background-like), so :func:`choose_method` decides per image. A colour
+image whose walker outline runs close to the background strokes (:data:`OUTLINE_SUPPORT`)
+may only grow the walker's structures (the union): there the user's strokes drew the
+outline and the classifier has only shrunk it wrongly (Kvasir); elsewhere the outline is the
+walker's guess far from any stroke, which the classifier may redraw (PH2's floods). Each
+candidate must classify the strokes held out from both (training/holdout.py) at least as
+well as the walker — except the product on a grey image, which only a clear miss turns down
+(:data:`GREY_PRODUCT_MARGIN`) — and keep its class areas within :data:`~.floor.AREA_RATIO`'s
+limit of what the walker is sure of. Measured in BENCHMARKS §9 (sixteenth to eighteenth
+rounds); docs/design.md "The classical answer".
 
 Everything is numpy on (Z, C, H, W) images and (Z, H, W) class indices (-1 unlabelled).
 """
@@ -32,8 +38,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 #: The methods :func:`choose_method` may pick, in the order that wins a tie.
-METHODS = ("walker on classifier", "walker × classifier")
+METHODS = ("walker on classifier", "walker × classifier", "walker ∪ walker on classifier")
 WALKER = "walker"
+UNION = METHODS[2]
 #: Gaussian scales (px) of the features: smoothed intensity, gradient magnitude, Laplacian.
 SCALES = (0.7, 1.6, 3.5, 5.0)
 #: The classifier's probabilities are floored here before the product: a forest's 0 would
@@ -48,6 +55,12 @@ DEPTH = 12
 #: held-out tiles are noisy: a strict test turned it down on ACDC volumes where it beat the
 #: walker by up to 0.08 (BENCHMARKS §9, seventeenth round: at or above it on 40 of 40).
 GREY_PRODUCT_MARGIN = 0.05
+#: A colour image's walker outline counts as drawn by the strokes when its median distance to
+#: the nearest background (class 0) stroke is below this share of the image's longer side;
+#: the union is then its only candidate. Read off 60 Kvasir frames and 40 PH2 images (any
+#: value from 0.12 to 0.2 leaves 2–3 frames below the walker, against 10) and checked on 60
+#: Kvasir frames it was not read from (BENCHMARKS §9, eighteenth round).
+OUTLINE_SUPPORT = 0.15
 
 
 def pixel_features(image: np.ndarray) -> np.ndarray:
@@ -128,6 +141,9 @@ def combine(
     if method == "walker × classifier":
         prod = walker[zs] * (classifier[zs] + PRODUCT_FLOOR)
         out[zs] = prod / np.maximum(prod.sum(axis=1, keepdims=True), 1e-12)
+    elif method == UNION:
+        on = combine(METHODS[0], image, seeds, walker, classifier, num_classes, beta)
+        return grown_walker(walker, on)
     elif method == "walker on classifier":
         stacked = np.concatenate([image[zs], classifier[zs]], axis=1)
         out[zs] = floor_walker(stacked, seeds[zs], num_classes, beta)
@@ -155,6 +171,35 @@ def area_ratio(candidate: np.ndarray, walker: np.ndarray, found: float) -> float
     return worst
 
 
+def grown_walker(walker: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The walker's structures grown by ``other``'s, never shrunk: each class > 0 at the
+    larger of the two probabilities, the background (class 0) at the smaller, renormalised.
+    With two classes its labels are the union of both answers' structures."""
+    grown = np.maximum(walker, other)
+    grown[:, 0] = np.minimum(walker[:, 0], other[:, 0])
+    return grown / np.maximum(grown.sum(axis=1, keepdims=True), 1e-12)
+
+
+def outline_distance(walker: np.ndarray, strokes: np.ndarray) -> float:
+    """Median distance (a share of the longer side) from the outline of the walker's
+    structures (classes > 0) to the nearest background stroke, over the slices that hold
+    background and another class's strokes; ``inf`` without such a slice or outline."""
+    from scipy import ndimage as ndi
+
+    dists = []
+    for z in range(strokes.shape[0]):
+        s = strokes[z]
+        if not (s == 0).any() or not (s > 0).any():
+            continue
+        structure = walker[z].argmax(axis=0) > 0
+        outline = structure & ~ndi.binary_erosion(structure)
+        if outline.any():
+            dists.append(ndi.distance_transform_edt(s != 0)[outline])
+    if not dists:
+        return float("inf")
+    return float(np.median(np.concatenate(dists))) / max(strokes.shape[-2:])
+
+
 @dataclass
 class ClassicalChoice:
     """What :func:`choose_method` decided for one image and why."""
@@ -162,6 +207,8 @@ class ClassicalChoice:
     method: str = WALKER
     heldout: dict[str, float | None] = field(default_factory=dict)  # walker + METHODS
     area: dict[str, float] = field(default_factory=dict)  # METHODS: worst area ratio
+    # colour images: the walker outline's distance to the background strokes
+    outline: float | None = None
     # the chosen method's probabilities from the training strokes alone (the teacher's)
     training: np.ndarray | None = None
 
@@ -180,11 +227,13 @@ def choose_method(
     ``training``/``heldout``: the strokes split by :func:`~.holdout.split_strokes`;
     ``walker``: the walker seeded by ``training`` if already computed. On a grey image the
     product is taken unless it agrees with the held-out strokes worse than the walker by more
-    than :data:`GREY_PRODUCT_MARGIN` (balanced accuracy). Otherwise a method must agree with
-    them at least as well as the walker; of those the best agreement wins (ties:
-    :data:`METHODS`' order). Either way a class's area must stay within
-    :data:`~.floor.AREA_RATIO`'s outer limit of what the walker finds. Nothing held out: the
-    walker (nothing to judge by).
+    than :data:`GREY_PRODUCT_MARGIN` (balanced accuracy); otherwise the first two methods
+    compete. On a colour image the candidates are the union alone when the walker's outline
+    lies within :data:`OUTLINE_SUPPORT` of the background strokes (all of them, held out
+    too), else the first two. A candidate must agree with the held-out strokes at least as
+    well as the walker; of those the best agreement wins (ties: :data:`METHODS`' order).
+    Either way a class's area must stay within :data:`~.floor.AREA_RATIO`'s outer limit of
+    what the walker finds. Nothing held out: the walker (nothing to judge by).
     """
     from .floor import AREA_RATIO, FOUND, floor_walker
     from .holdout import heldout_agreement
@@ -202,7 +251,10 @@ def choose_method(
         return choice
     probs = {}
     for method in METHODS:
-        probs[method] = combine(method, image, training, walker, classifier, num_classes, beta)
+        if method == UNION:  # grown from the other's answer, not computed again
+            probs[method] = grown_walker(walker, probs[METHODS[0]])
+        else:
+            probs[method] = combine(method, image, training, walker, classifier, num_classes, beta)
         choice.heldout[method] = heldout_agreement(probs[method].argmax(axis=1), heldout)
         choice.area[method] = area_ratio(probs[method], walker, FOUND)
     product = METHODS[1]  # walker × classifier
@@ -211,8 +263,14 @@ def choose_method(
         if choice.area[product] <= AREA_RATIO[1]:
             choice.method, choice.training = product, probs[product]
             return choice
+    candidates = METHODS[:2]
+    if image.shape[1] > 1:
+        strokes = np.where(np.asarray(training) >= 0, training, heldout)
+        choice.outline = outline_distance(walker, strokes)
+        if choice.outline < OUTLINE_SUPPORT:
+            candidates = (UNION,)
     best = base
-    for method in METHODS:
+    for method in candidates:
         score = choice.heldout[method]
         if score is None or choice.area[method] > AREA_RATIO[1]:
             continue
