@@ -10,7 +10,9 @@ from napari_medseg.training.floor import floor_walker
 from napari_medseg.training.holdout import split_strokes
 from napari_medseg.training.stroke_classifier import (
     METHODS,
+    OUTLINE_SUPPORT,
     SCALES,
+    UNION,
     WALKER,
     area_ratio,
     choose_for_image,
@@ -18,6 +20,8 @@ from napari_medseg.training.stroke_classifier import (
     classical_probabilities,
     classifier_probabilities,
     combine,
+    grown_walker,
+    outline_distance,
     pixel_features,
 )
 from napari_medseg.workflow import Task, Workflow
@@ -287,3 +291,80 @@ def test_the_first_preview_stays_the_plain_walker():
         wf.trainer._native_images[0], wf.trainer._native_seeds[0], 2, 2000.0
     ).argmax(axis=1)
     np.testing.assert_array_equal(first.segmentation.ensemble, walker[0] + 1)
+
+
+def test_grown_walker_never_shrinks_the_walkers_structures():
+    rng = np.random.default_rng(3)
+    walker = rng.dirichlet((1.0, 1.0, 1.0), size=(2, 16, 16)).transpose(0, 3, 1, 2)
+    other = rng.dirichlet((1.0, 1.0, 1.0), size=(2, 16, 16)).transpose(0, 3, 1, 2)
+    grown = grown_walker(walker.astype(np.float32), other.astype(np.float32))
+    np.testing.assert_allclose(grown.sum(axis=1), 1.0, atol=1e-5)
+    w2, o2 = (p[:, :2] / p[:, :2].sum(axis=1, keepdims=True) for p in (walker, other))
+    two = grown_walker(w2, o2)
+    wl, ol = w2.argmax(axis=1), o2.argmax(axis=1)
+    # two classes: its structure is exactly the union of both answers' structures
+    np.testing.assert_array_equal(two.argmax(axis=1) == 1, (wl == 1) | (ol == 1))
+
+
+def _ring(size: int = 64):
+    """(1, 3, H, W) colour image of a bright disc on a dark field, a stroke inside the disc
+    and a background stroke around it at ``gap`` pixels from its edge."""
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - size / 2, xx - size / 2)
+    image = np.where(r < 12, 0.8, 0.2)[None, None].repeat(3, axis=1).astype(np.float32)
+    image += np.random.default_rng(0).normal(0, 0.02, image.shape).astype(np.float32)
+
+    def strokes(gap: float) -> np.ndarray:
+        seeds = np.full((1, size, size), -1, dtype=np.int64)
+        seeds[0][np.abs(r - (12 + gap)) < 1.0] = 0
+        seeds[0][(np.abs(yy - size / 2) < 1) & (np.abs(xx - size / 2) < 6)] = 1
+        return seeds
+
+    return image, strokes
+
+
+def test_outline_distance_measures_how_far_the_walker_outline_is_from_background_strokes():
+    image, strokes = _ring()
+    near, far = strokes(2.0), strokes(16.0)
+    d_near = outline_distance(floor_walker(image, near, 2, 2000.0), near)
+    d_far = outline_distance(floor_walker(image, far, 2, 2000.0), far)
+    assert d_near < OUTLINE_SUPPORT <= d_far
+    assert d_near * 64 == pytest.approx(2.0, abs=1.5)  # the stroke's gap, in pixels
+    only_structure = np.where(near == 0, -1, near)
+    assert outline_distance(floor_walker(image, near, 2, 2000.0), only_structure) == np.inf
+
+
+def test_a_colour_outline_drawn_by_the_strokes_takes_the_union_only(monkeypatch):
+    """Kvasir's failure: a classifier-guided walker that shrinks a polyp the strokes outlined.
+    Near the background strokes the union is the only candidate, so the answer keeps every
+    pixel of the walker's structure — a shrinking ``walker on classifier`` cannot win."""
+    from napari_medseg.training import stroke_classifier as sc
+
+    image, strokes = _ring()
+    seeds = strokes(2.0)
+    training, held = split_strokes(seeds, 0.3, seed=0)
+    real_combine = sc.combine
+
+    def shrinking(method, img, sd, walker, *args, **kwargs):
+        out = real_combine(method, img, sd, walker, *args, **kwargs)
+        if method != "walker on classifier":
+            return out
+        out = out.copy()  # half the structure handed to the background, strokes kept
+        cut = (walker.argmax(axis=1) == 1) & (np.arange(64)[None, None, :] < 30)
+        cut &= sd < 0
+        out[:, 0][cut], out[:, 1][cut] = 1.0, 0.0
+        return out
+
+    monkeypatch.setattr(sc, "combine", shrinking)
+    choice = choose_method(image, training, held, 2, 2000.0)
+    assert choice.outline is not None and choice.outline < OUTLINE_SUPPORT
+    assert choice.method in (UNION, WALKER)
+    walker = floor_walker(image, training, 2, 2000.0)
+    kept = choice.training.argmax(axis=1)[walker.argmax(axis=1) == 1]
+    assert (kept == 1).all()  # nothing of the walker's structure lost
+    # far from the background strokes the other combinations compete as before
+    far = strokes(16.0)
+    training, held = split_strokes(far, 0.3, seed=0)
+    choice = choose_method(image, training, held, 2, 2000.0)
+    assert choice.outline >= OUTLINE_SUPPORT
+    assert choice.method != UNION
